@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# README command 2: the whole test suite, exactly as CI runs it (.ci/run calls this).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ldflags=$(bash hack/version.sh)
+go vet ./...
+go test -count=1 -timeout 40m -ldflags "$ldflags" ./...

@@ -1,0 +1,263 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vessel-dev/vessel/internal/testenv"
+)
+
+func TestKubectlWorksAgainstEmbeddedControlPlane(t *testing.T) {
+	env := testenv.Get(t)
+	ns := env.Namespace(t)
+
+	out, err := env.Kubectl(t, nil, "get", "ns")
+	if err != nil || !strings.Contains(out, "default") || !strings.Contains(out, "kube-system") {
+		t.Fatalf("kubectl get ns: err=%v, output:\n%s", err, out)
+	}
+
+	t.Run("deployment creates a ReplicaSet and pods", func(t *testing.T) {
+		if out, err := env.Kubectl(t, nil, "-n", ns, "create", "deployment", "web", "--image=x", "--replicas=3"); err != nil {
+			t.Fatalf("create deployment: %v\n%s", err, out)
+		}
+		testenv.Eventually(t, 60*time.Second, "3 pods of deployment web", func(ctx context.Context) error {
+			rs, err := env.Client.AppsV1().ReplicaSets(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+			if err != nil || len(rs.Items) != 1 {
+				return fmt.Errorf("replicasets: %d, err %v", len(rs.Items), err)
+			}
+			pods, err := env.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+			if err != nil || len(pods.Items) != 3 {
+				return fmt.Errorf("pods: %d, err %v", len(pods.Items), err)
+			}
+			return nil
+		})
+	})
+
+	t.Run("CRD and custom object", func(t *testing.T) {
+		crd := `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.e2e.vessel.dev
+spec:
+  group: e2e.vessel.dev
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+`
+		if out, err := env.Kubectl(t, strings.NewReader(crd), "apply", "-f", "-"); err != nil {
+			t.Fatalf("apply CRD: %v\n%s", err, out)
+		}
+		t.Cleanup(func() { _, _ = env.Kubectl(t, nil, "delete", "crd", "widgets.e2e.vessel.dev") })
+		if out, err := env.Kubectl(t, nil, "wait", "--for=condition=Established", "crd/widgets.e2e.vessel.dev", "--timeout=60s"); err != nil {
+			t.Fatalf("wait for CRD: %v\n%s", err, out)
+		}
+		obj := "apiVersion: e2e.vessel.dev/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {size: 3}\n"
+		testenv.Eventually(t, 30*time.Second, "custom object applied", func(ctx context.Context) error {
+			if out, err := env.Kubectl(t, strings.NewReader(obj), "-n", ns, "apply", "-f", "-"); err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		})
+		out, err := env.Kubectl(t, nil, "-n", ns, "get", "widget", "w1", "-o", "jsonpath={.spec.size}")
+		if err != nil || out != "3" {
+			t.Fatalf("get widget: err=%v output=%q, want 3", err, out)
+		}
+	})
+
+	t.Run("default ServiceAccount appears in new namespaces", func(t *testing.T) {
+		other := env.Namespace(t)
+		testenv.Eventually(t, 30*time.Second, "default ServiceAccount in "+other, func(ctx context.Context) error {
+			_, err := env.Client.CoreV1().ServiceAccounts(other).Get(ctx, "default", metav1.GetOptions{})
+			return err
+		})
+	})
+}
+
+// upProcess is a `vessel up` child process.
+type upProcess struct {
+	cmd    *exec.Cmd
+	exited chan error // receives cmd.Wait's result once
+	stderr *bytes.Buffer
+}
+
+// startUp runs `vessel up` with args and returns once it has printed its ready line.
+func startUp(t *testing.T, args ...string) (*upProcess, error) {
+	t.Helper()
+	cmd := testenv.Command(context.Background(), append([]string{"up"}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &upProcess{cmd: cmd, exited: make(chan error, 1), stderr: &bytes.Buffer{}}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start vessel up: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "Vessel is ready") {
+				close(ready)
+			}
+		}
+		p.exited <- cmd.Wait()
+	}()
+	select {
+	case <-ready:
+		return p, nil
+	case err := <-p.exited:
+		return nil, fmt.Errorf("vessel up exited: %v\n%s", err, p.stderr)
+	case <-time.After(2 * time.Minute):
+		return nil, fmt.Errorf("vessel up not ready after 2 minutes\n%s", p.stderr)
+	}
+}
+
+// stop sends SIGTERM and returns how long the process took to exit.
+func (p *upProcess) stop(t *testing.T) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Errorf("vessel up exited with %v after SIGTERM\n%s", err, p.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("vessel up still running 30s after SIGTERM")
+	}
+	return time.Since(start)
+}
+
+func upArgs(t *testing.T, dir string) []string {
+	ports, err := testenv.FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--data-dir", dir, "--bind-address", "127.0.0.1",
+		"--https-port", strconv.Itoa(ports[0]), "--etcd-client-port", strconv.Itoa(ports[1]),
+		"--etcd-peer-port", strconv.Itoa(ports[2])}
+}
+
+func clientFor(t *testing.T, dir string) kubernetes.Interface {
+	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dir, "kubeconfig"))
+	if err != nil {
+		t.Fatalf("load kubeconfig: %v", err)
+	}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestRestartKeepsDataAndCertificates(t *testing.T) {
+	dir := t.TempDir()
+	args := upArgs(t, dir)
+	first, err := startUp(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "survivor"}, Data: map[string]string{"k": "v"}}
+	if _, err := clientFor(t, dir).CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create configmap: %v", err)
+	}
+	certs := readFiles(t, dir, "tls/ca.crt", "tls/apiserver.crt", "kubeconfig")
+	if took := first.stop(t); took > 5*time.Second {
+		t.Errorf("SIGTERM took %s to stop everything, want < 5s", took)
+	}
+
+	second, err := startUp(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.stop(t)
+	got, err := clientFor(t, dir).CoreV1().ConfigMaps("default").Get(ctx, "survivor", metav1.GetOptions{})
+	if err != nil || got.Data["k"] != "v" {
+		t.Fatalf("configmap after restart: %v, data %v", err, got.Data)
+	}
+	for name, before := range certs {
+		if after := readFiles(t, dir, name)[name]; !bytes.Equal(before, after) {
+			t.Errorf("%s changed across restart", name)
+		}
+	}
+}
+
+func readFiles(t *testing.T, dir string, names ...string) map[string][]byte {
+	m := map[string][]byte{}
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[n] = b
+	}
+	return m
+}
+
+// runUpExpectingFailure runs `vessel up` that must fail at once, returning its stderr.
+func runUpExpectingFailure(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := testenv.Command(ctx, append([]string{"up"}, args...)...).CombinedOutput()
+	if err == nil {
+		t.Fatalf("vessel up %v succeeded, want a failure; output:\n%s", args, out)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("vessel up took %s to fail, want at once", took)
+	}
+	return string(out)
+}
+
+func TestSecondUpOnSameDataDirFails(t *testing.T) {
+	env := testenv.Get(t)
+	// The shared control plane holds env.Dir; a second vessel on it must refuse, whatever ports.
+	out := runUpExpectingFailure(t, upArgs(t, env.Dir)...)
+	want := fmt.Sprintf("%s is used by another vessel (pid %d); stop it first or pass a different --data-dir", env.Dir, os.Getpid())
+	if !strings.Contains(out, want) {
+		t.Fatalf("output does not explain the lock:\n%s\nwant it to contain %q", out, want)
+	}
+}
+
+func TestBusyPortIsReported(t *testing.T) {
+	env := testenv.Get(t)
+	args := upArgs(t, t.TempDir())
+	args = append(args, "--https-port", strconv.Itoa(env.APIPort))
+	out := runUpExpectingFailure(t, args...)
+	want := fmt.Sprintf("kube-apiserver port 127.0.0.1:%d is already in use: stop the process listening there or choose another port with --https-port", env.APIPort)
+	if !strings.Contains(out, want) {
+		t.Fatalf("output does not explain the busy port:\n%s\nwant it to contain %q", out, want)
+	}
+}
