@@ -58,6 +58,8 @@ type Runtime struct {
 	shimArgv []string
 	cg       *cgroups
 	log      *slog.Logger
+	// nofileMax is the highest nofile hard limit runc can set here.
+	nofileMax uint64
 	// locks serializes operations per sandbox; containers of different
 	// sandboxes proceed in parallel.
 	mu    sync.Mutex
@@ -97,10 +99,32 @@ func New(cfg Config) (*Runtime, error) {
 	if err := os.MkdirAll(sandboxesDir(cfg.Root), 0o711); err != nil {
 		return nil, fmt.Errorf("oci runtime: %w", err)
 	}
+	nofileMax := nofileCeiling()
+	if nofileMax < nofileHard {
+		log.Warn("cannot raise nofile hard limit without CAP_SYS_RESOURCE; containers get a lower one", "limit", nofileMax)
+	}
 	return &Runtime{
 		root: cfg.Root, net: cfg.Network, runc: bin, shimArgv: argv, cg: cg, log: log,
-		locks: map[string]*sync.Mutex{},
+		nofileMax: nofileMax, locks: map[string]*sync.Mutex{},
 	}, nil
+}
+
+// nofileCeiling is how high runc (running with our credentials) can set
+// RLIMIT_NOFILE: anything up to fs.nr_open with CAP_SYS_RESOURCE, otherwise
+// no more than our own hard limit. Some hosts run the agent without that
+// capability (containers-in-containers, restricted CI).
+func nofileCeiling() uint64 {
+	const capSysResource = 24
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err == nil && data[0].Effective&(1<<capSysResource) != 0 {
+		return nofileHard
+	}
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return nofileHard
+	}
+	return rl.Max
 }
 
 // pickRuntime prefers crun (faster start) but crun 1.x refuses hybrid
@@ -366,8 +390,9 @@ func (r *Runtime) prepareContainer(ctx context.Context, sb sandboxRecord, id run
 			"/etc/hosts": filepath.Join(etc, "hosts"), "/etc/resolv.conf": filepath.Join(etc, "resolv.conf"),
 			"/etc/hostname": filepath.Join(etc, "hostname"),
 		},
-		Mounts:   spec.Mounts,
-		Security: spec.SecurityContext,
+		Mounts:     spec.Mounts,
+		Security:   spec.SecurityContext,
+		NofileHard: r.nofileMax,
 	})
 	if err != nil {
 		return err

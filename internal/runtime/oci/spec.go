@@ -27,6 +27,9 @@ type specInput struct {
 	EtcFiles map[string]string
 	Mounts   []runtime.Mount
 	Security runtime.SecurityContext
+	// NofileHard caps the nofile hard limit (0 = nofileHard); see
+	// nofileCeiling.
+	NofileHard uint64
 }
 
 // defaultCapabilities is Docker's default set, which is what Kubernetes
@@ -57,6 +60,16 @@ const (
 	// minQuota is the smallest CFS quota the kernel accepts (1 ms).
 	minQuota = 1000
 )
+
+// nofile is the RLIMIT_NOFILE of a container: soft 1024 / hard 65535,
+// lowered to ceiling when the host cannot grant more.
+func nofile(ceiling uint64) specs.POSIXRlimit {
+	hard := uint64(nofileHard)
+	if ceiling > 0 && ceiling < hard {
+		hard = ceiling
+	}
+	return specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Soft: min(nofileSoft, hard), Hard: hard}
+}
 
 // capabilities applies CapDrop then CapAdd to the default set. Names may
 // carry the CAP_ prefix or not; "ALL" in CapDrop empties the set.
@@ -113,7 +126,7 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 			Capabilities: &specs.LinuxCapabilities{
 				Bounding: caps, Effective: caps, Permitted: caps,
 			},
-			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: nofileSoft, Hard: nofileHard}},
+			Rlimits:         []specs.POSIXRlimit{nofile(in.NofileHard)},
 			NoNewPrivileges: true,
 		},
 		Mounts: defaultMounts(),
