@@ -27,7 +27,32 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "shim" {
 		os.Exit(ShimMain(os.Args[2:]))
 	}
+	// An agent that starts one container and exits: the adoption test's
+	// stand-in for a host agent process that dies.
+	if len(os.Args) == 5 && os.Args[1] == "start-helper" {
+		os.Exit(startHelper(os.Args[2], os.Args[3], os.Args[4]))
+	}
 	os.Exit(m.Run())
+}
+
+func startHelper(root, sandbox, rootfs string) int {
+	nm, err := network.New(network.Config{NetnsDir: "/nonexistent"}) // unused by StartContainer
+	if err != nil {
+		return 1
+	}
+	rt, err := New(Config{Root: root, Network: nm, ShimArgv: []string{os.Args[0], "shim"}})
+	if err != nil {
+		return 1
+	}
+	_, err = rt.StartContainer(context.Background(), sandbox, runtime.ContainerSpec{
+		Name: "orphan", Image: runtime.Image{RootfsDir: rootfs, Config: runtime.ImageConfig{Env: []string{"PATH=/bin"}}},
+		Command: []string{"/bin/sh", "-c", "echo ready; while true; do sleep 0.05; done"},
+	})
+	if err != nil {
+		os.Stderr.WriteString(err.Error())
+		return 1
+	}
+	return 0
 }
 
 // fixture is a runtime over a fresh root with one subnet, torn down with
@@ -334,6 +359,29 @@ func TestAdoptionAndNetworkAndExec(t *testing.T) {
 	}
 	if _, err := rt.Exec(ctx, id, []string{"true"}, runtime.Stdio{}, true); !errors.Is(err, runtime.ErrUnsupported) {
 		t.Errorf("tty exec: %v", err)
+	}
+}
+
+func TestContainerOutlivesAgentProcess(t *testing.T) {
+	f := newFixture(t)
+	f.createSandbox(t, "sb-orphan", runtime.Resources{})
+	out, err := exec.Command(os.Args[0], "start-helper", f.root, "sb-orphan", f.rootfs).CombinedOutput()
+	if err != nil {
+		t.Fatalf("agent process: %v\n%s", err, out)
+	}
+	id := containerID("sb-orphan", "orphan", 0)
+	waitLog(t, f, id, "ready")
+	st, err := f.rt.ContainerStatus(context.Background(), id)
+	if err != nil || st.State != runtime.ContainerRunning {
+		t.Fatalf("after the starting process exited: %+v, %v", st, err)
+	}
+	// The shim, not the dead agent, is the container's parent now and
+	// still records the exit.
+	if err := f.rt.StopContainer(context.Background(), id, 0); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.waitExit(t, id); st.ExitCode != 137 {
+		t.Errorf("exit after SIGKILL = %+v", st)
 	}
 }
 
