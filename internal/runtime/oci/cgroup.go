@@ -1,0 +1,224 @@
+package oci
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/vessel-dev/vessel/internal/runtime"
+)
+
+// cgroupParent is the cgroup every sandbox lives under, in each hierarchy.
+const cgroupParent = "vessel"
+
+// cgroups knows where the host's cgroup hierarchies are mounted.
+type cgroups struct {
+	// unified is true on a pure cgroup v2 host.
+	unified bool
+	// controllers maps a v1 controller (memory, cpu, …) to its mount point;
+	// on a v2 host the single entry "" is the unified mount.
+	controllers map[string]string
+	// mounts are all cgroup mount points, where sandbox dirs must be removed.
+	mounts []string
+	// v2Mounted is true when any cgroup2 hierarchy is mounted.
+	v2Mounted bool
+}
+
+func detectCgroups() (*cgroups, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("detect cgroups: %w", err)
+	}
+	defer f.Close()
+	cg := &cgroups{controllers: map[string]string{}}
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+		pre, post, ok := strings.Cut(s.Text(), " - ")
+		if !ok {
+			continue
+		}
+		pf, qf := strings.Fields(pre), strings.Fields(post)
+		if len(pf) < 5 || len(qf) < 3 {
+			continue
+		}
+		mp := pf[4]
+		switch qf[0] {
+		case "cgroup2":
+			cg.mounts = append(cg.mounts, mp)
+			cg.v2Mounted = true
+			if mp == "/sys/fs/cgroup" {
+				cg.unified = true
+				cg.controllers[""] = mp
+			}
+		case "cgroup":
+			cg.mounts = append(cg.mounts, mp)
+			for _, opt := range strings.Split(qf[2], ",") {
+				switch opt {
+				case "memory", "cpu", "cpuacct", "pids", "cpuset", "devices", "freezer", "blkio":
+					cg.controllers[opt] = mp
+				}
+			}
+		}
+	}
+	if err := s.Err(); err != nil {
+		return nil, fmt.Errorf("detect cgroups: %w", err)
+	}
+	if len(cg.mounts) == 0 {
+		return nil, errors.New("detect cgroups: no cgroup filesystem mounted")
+	}
+	return cg, nil
+}
+
+// hybrid is a v1 host that also mounts an (empty) v2 hierarchy; crun
+// refuses to run there.
+func (c *cgroups) hybrid() bool { return !c.unified && c.v2Mounted }
+
+func sandboxCgroup(sandboxID string) string { return "/" + cgroupParent + "/" + sandboxID }
+
+func containerCgroup(sandboxID string, id runtime.ContainerID) string {
+	return sandboxCgroup(sandboxID) + "/" + string(id)
+}
+
+func writeCgroupFile(dir, name, value string) error {
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(value), 0o644); err != nil {
+		return fmt.Errorf("write %s/%s=%s: %w", dir, name, value, err)
+	}
+	return nil
+}
+
+// setSandboxLimits creates the sandbox cgroup and applies the sandbox size,
+// the ceiling for all its containers together.
+func (c *cgroups) setSandboxLimits(sandboxID string, r runtime.Resources) error {
+	rel := sandboxCgroup(sandboxID)
+	if c.unified {
+		root := c.controllers[""]
+		for _, dir := range []string{root, filepath.Join(root, cgroupParent)} {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("sandbox %s cgroup: %w", sandboxID, err)
+			}
+			if err := writeCgroupFile(dir, "cgroup.subtree_control", "+cpu +memory +pids"); err != nil {
+				return fmt.Errorf("sandbox %s cgroup: %w", sandboxID, err)
+			}
+		}
+		dir := filepath.Join(root, rel)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("sandbox %s cgroup: %w", sandboxID, err)
+		}
+		mem, cpu := "max", "max 100000"
+		if r.MemoryBytes > 0 {
+			mem = strconv.FormatInt(r.MemoryBytes, 10)
+		}
+		if r.MilliCPU > 0 {
+			cpu = fmt.Sprintf("%d %d", cpuQuota(r.MilliCPU), cfsPeriod)
+		}
+		for _, kv := range [][2]string{{"memory.max", mem}, {"memory.swap.max", "0"}, {"cpu.max", cpu}} {
+			if err := writeCgroupFile(dir, kv[0], kv[1]); err != nil {
+				return fmt.Errorf("sandbox %s cgroup: %w", sandboxID, err)
+			}
+		}
+		return nil
+	}
+	if mp, ok := c.controllers["memory"]; ok {
+		dir := filepath.Join(mp, rel)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("sandbox %s memory cgroup: %w", sandboxID, err)
+		}
+		limit := "-1"
+		if r.MemoryBytes > 0 {
+			limit = strconv.FormatInt(r.MemoryBytes, 10)
+		}
+		// memsw must stay >= limit at every step, so the order of the two
+		// writes depends on whether the limit grows or shrinks; trying one
+		// order and then the other covers both.
+		files := []string{"memory.limit_in_bytes", "memory.memsw.limit_in_bytes"}
+		if _, err := os.Stat(filepath.Join(dir, files[1])); err != nil {
+			files = files[:1] // no swap accounting on this kernel
+		}
+		var firstErr error
+		for range 2 {
+			firstErr = nil
+			for _, f := range files {
+				if err := writeCgroupFile(dir, f, limit); err != nil && firstErr == nil {
+					firstErr = err
+				}
+			}
+			if firstErr == nil {
+				break
+			}
+			files = []string{files[len(files)-1], files[0]}
+		}
+		if firstErr != nil {
+			return fmt.Errorf("sandbox %s memory limit: %w", sandboxID, firstErr)
+		}
+	}
+	if mp, ok := c.controllers["cpu"]; ok {
+		dir := filepath.Join(mp, rel)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("sandbox %s cpu cgroup: %w", sandboxID, err)
+		}
+		quota := "-1"
+		if r.MilliCPU > 0 {
+			quota = strconv.FormatInt(cpuQuota(r.MilliCPU), 10)
+		}
+		if err := writeCgroupFile(dir, "cpu.cfs_period_us", strconv.Itoa(cfsPeriod)); err != nil {
+			return fmt.Errorf("sandbox %s cpu limit: %w", sandboxID, err)
+		}
+		if err := writeCgroupFile(dir, "cpu.cfs_quota_us", quota); err != nil {
+			return fmt.Errorf("sandbox %s cpu limit: %w", sandboxID, err)
+		}
+	}
+	return nil
+}
+
+// removeSandbox deletes the sandbox's cgroup directories in every
+// hierarchy, deepest first. Fails with EBUSY while processes remain.
+func (c *cgroups) removeSandbox(sandboxID string) error {
+	for _, mp := range c.mounts {
+		root := filepath.Join(mp, sandboxCgroup(sandboxID))
+		var dirs []string
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove cgroup of sandbox %s: %w", sandboxID, err)
+			}
+		}
+	}
+	return nil
+}
+
+// memoryDir is the memory cgroup directory of a cgroups path.
+func (c *cgroups) memoryDir(cgroupPath string) string {
+	if c.unified {
+		return filepath.Join(c.controllers[""], cgroupPath)
+	}
+	return filepath.Join(c.controllers["memory"], cgroupPath)
+}
+
+// readOOMKills returns how many processes the kernel OOM-killed in the
+// memory cgroup dir (v1 memory.oom_control, v2 memory.events).
+func readOOMKills(dir string, unified bool) (int, error) {
+	name := "memory.oom_control"
+	if unified {
+		name = "memory.events"
+	}
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, nil
+}
