@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -113,10 +112,9 @@ type Embedded struct {
 	paths datadir.Paths
 	log   *slog.Logger
 
-	ready   chan struct{}
-	done    chan struct{}
-	errOnce sync.Once
-	err     error
+	ready chan struct{}
+	done  chan struct{}
+	err   error
 
 	lock *datadir.Lock
 }
@@ -182,34 +180,36 @@ func Start(ctx context.Context, cfg Config) (*Embedded, error) {
 }
 
 func (e *Embedded) run(ctx context.Context, apiListener net.Listener) {
-	ctx, cancel := context.WithCancelCause(ctx)
 	defer func() {
 		e.lock.Unlock()
 		close(e.done)
 	}()
 	start := time.Now()
-
-	// Each component runs until ctx ends; the first failure cancels ctx for the others.
-	var wg sync.WaitGroup
-	fail := func(err error) {
-		e.errOnce.Do(func() { e.err = err })
-		cancel(err)
-	}
+	// failed receives each component's unexpected exit; the first one stops everything.
+	failed := make(chan error, 8)
+	// stops holds one function per started component. They run in reverse start order, so
+	// the controller-manager finishes its start-up calls before the apiserver goes, and the
+	// apiserver drains before etcd closes.
+	var stops []func()
+	defer func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}()
 
 	etcd, err := startEtcd(ctx, e.paths, e.cfg)
 	if err != nil {
 		apiListener.Close()
-		fail(err)
+		e.err = err
 		return
 	}
-	defer etcd.Close()
+	etcdStopping := make(chan struct{})
+	stops = append(stops, func() { close(etcdStopping); etcd.Close() })
 	go func() {
 		select {
 		case err := <-etcd.Err():
-			if ctx.Err() == nil {
-				fail(fmt.Errorf("etcd stopped: %w", orStopped(err)))
-			}
-		case <-ctx.Done():
+			failed <- fmt.Errorf("etcd stopped: %w", orStopped(err))
+		case <-etcdStopping:
 		}
 	}()
 	e.log.Debug("etcd ready", "elapsed", time.Since(start))
@@ -219,41 +219,72 @@ func (e *Embedded) run(ctx context.Context, apiListener net.Listener) {
 	kcm, err := newControllerManager(e.paths)
 	if err != nil {
 		apiListener.Close()
-		fail(err)
+		e.err = err
 		return
 	}
 	api, err := newAPIServer(ctx, e.paths, e.cfg, apiListener)
 	if err != nil {
 		apiListener.Close()
-		fail(err)
+		e.err = err
 		return
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		err := api.Run(ctx)
-		if ctx.Err() == nil {
-			fail(fmt.Errorf("kube-apiserver stopped: %w", orStopped(err)))
-		}
-	}()
-	defer wg.Wait()
-
-	if err := e.waitAPIReady(ctx); err != nil {
-		fail(err)
+	stops = append(stops, e.goRun("kube-apiserver", api.Run, failed))
+	if err := e.waitAPIReady(ctx, failed); err != nil {
+		e.err = err
 		return
 	}
 	e.log.Debug("kube-apiserver ready", "elapsed", time.Since(start))
 
-	wg.Add(1)
+	stops = append(stops, e.goRun("kube-controller-manager", kcm.run, failed, kcm.started))
+	select {
+	case <-kcm.started:
+	case err := <-failed:
+		e.err = err
+		return
+	case <-ctx.Done():
+		return
+	}
+	e.log.Debug("kube-controller-manager started", "elapsed", time.Since(start))
+	close(e.ready)
+	select {
+	case <-ctx.Done():
+	case err := <-failed:
+		e.err = err
+	}
+}
+
+// componentStopTimeout bounds the wait for one component after its context is cancelled.
+const componentStopTimeout = 5 * time.Second
+
+// goRun runs a component until the returned stop function is called, reporting an exit that
+// was not asked for on failed. stop waits for each of startedFirst to close (a component that
+// must not be interrupted while starting), then cancels the component and waits for it to
+// return, each wait within bounds.
+func (e *Embedded) goRun(name string, run func(ctx context.Context) error, failed chan<- error, startedFirst ...<-chan struct{}) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	exited := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		err := kcm.run(ctx)
+		defer close(exited)
+		err := run(ctx)
 		if ctx.Err() == nil {
-			fail(fmt.Errorf("kube-controller-manager stopped: %w", orStopped(err)))
+			failed <- fmt.Errorf("%s stopped: %w", name, orStopped(err))
 		}
 	}()
-	close(e.ready)
-	<-ctx.Done()
+	return func() {
+		for _, started := range startedFirst {
+			select {
+			case <-started:
+			case <-exited:
+			case <-time.After(componentStopTimeout):
+			}
+		}
+		cancel()
+		select {
+		case <-exited:
+		case <-time.After(componentStopTimeout):
+			e.log.Warn("component did not stop in time; going on with shutdown", "component", name, "waited", componentStopTimeout)
+		}
+	}
 }
 
 func orStopped(err error) error {
@@ -263,9 +294,8 @@ func orStopped(err error) error {
 	return err
 }
 
-// waitAPIReady polls /readyz until it answers ok. It gives up when ctx ends; the components'
-// own failures end ctx, so there is no separate timeout to tune.
-func (e *Embedded) waitAPIReady(ctx context.Context) error {
+// waitAPIReady polls /readyz until it answers ok, giving up when ctx ends or a component fails.
+func (e *Embedded) waitAPIReady(ctx context.Context, failed <-chan error) error {
 	client, err := kubernetes.NewForConfig(e.RESTConfig())
 	if err != nil {
 		return fmt.Errorf("wait for kube-apiserver: %w", err)
@@ -279,7 +309,9 @@ func (e *Embedded) waitAPIReady(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for kube-apiserver /readyz: %w", context.Cause(ctx))
+			return fmt.Errorf("wait for kube-apiserver /readyz: %w", ctx.Err())
+		case err := <-failed:
+			return err
 		case <-tick.C:
 		}
 	}
@@ -292,7 +324,7 @@ func (e *Embedded) Kubeconfig() string     { return e.paths.Kubeconfig }
 func (e *Embedded) Err() error {
 	select {
 	case <-e.done:
-		return e.err
+		return e.err // written only by run, before done is closed
 	default:
 		return nil
 	}
