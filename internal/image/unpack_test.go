@@ -56,7 +56,7 @@ func TestUnpackWhiteoutsLinksAndMetadata(t *testing.T) {
 		entry{name: "etc/.wh.gone"},
 		entry{name: "opq/new", body: "kept"}, // before the marker: order must not matter
 		entry{name: "opq/.wh..wh..opq"},
-		entry{name: "lib/libc.so", body: "libc"}, // through a relative symlinked parent
+		entry{name: "lib/libc.so", body: "libc"},  // through a relative symlinked parent
 		entry{name: "var/run/app.pid", body: "1"}, // through an absolute one: lands in /run
 		entry{name: "bin/tool", mode: 0o4755, uid: 1000, gid: 2000, body: "elf",
 			xattrs: map[string]string{"user.vessel": "yes"}},
@@ -144,7 +144,7 @@ func TestUnpackWhiteoutsLinksAndMetadata(t *testing.T) {
 func TestUnpackRefusesEscapes(t *testing.T) {
 	outside := t.TempDir()
 	for name, layers := range map[string][]v1.Layer{
-		"dot-dot name": {tarLayer(t, entry{name: "../../" + filepath.Base(outside) + "/pwned", body: "x"})},
+		"dot-dot name":   {tarLayer(t, entry{name: "../../" + filepath.Base(outside) + "/pwned", body: "x"})},
 		"dot-dot inside": {tarLayer(t, entry{name: "a/../../pwned", body: "x"})},
 		"hard link outside": {tarLayer(t,
 			entry{name: "passwd", typ: tar.TypeLink, link: "../../../../etc/passwd"})},
