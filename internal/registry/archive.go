@@ -270,4 +270,3 @@ func WithLocal(dataDir string, fn func(addr string) error) error {
 	defer s.Close()
 	return fn(s.Addr())
 }
-

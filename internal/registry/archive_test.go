@@ -36,15 +36,7 @@ func importThenPull(t *testing.T, src, nameOverride, ref string, want v1.Hash) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	s := start(t, regDir)
-	store, err := image.Open(t.TempDir(), image.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := store.Pull(context.Background(), s.Addr()+"/"+ref, image.PullOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := pullFrom(t, start(t, regDir).Addr(), ref)
 	if got.Digest != want {
 		t.Errorf("pulled %s, want %s", got.Digest, want)
 	}
@@ -115,15 +107,7 @@ func TestDemoImage(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	s := start(t, dir)
-	store, err := image.Open(t.TempDir(), image.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := store.Pull(context.Background(), s.Addr()+"/"+DemoName, image.PullOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := pullFrom(t, start(t, dir).Addr(), DemoName)
 	if ep := got.Config.Entrypoint; len(ep) != 1 || ep[0] != DemoPath {
 		t.Errorf("entrypoint %v", ep)
 	}
@@ -134,4 +118,18 @@ func TestDemoImage(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o755 {
 		t.Errorf("binary in rootfs: %v %v", fi, err)
 	}
+}
+
+// pullFrom pulls addr/ref into a fresh image store, as a host would.
+func pullFrom(t *testing.T, addr, ref string) *image.Image {
+	t.Helper()
+	store, err := image.Open(t.TempDir(), image.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.Pull(context.Background(), addr+"/"+ref, image.PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
