@@ -30,6 +30,7 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 		&VesselProfile{}, &VesselProfileList{},
 		&Subnet{}, &SubnetList{},
 		&Sandbox{}, &SandboxList{},
+		&Host{}, &HostList{},
 	)
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
 	return nil

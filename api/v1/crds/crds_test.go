@@ -14,6 +14,7 @@ func TestCRDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]apiextensionsv1.ResourceScope{
+		"hosts.vessel.dev":          apiextensionsv1.ClusterScoped,
 		"sandboxes.vessel.dev":      apiextensionsv1.NamespaceScoped,
 		"subnets.vessel.dev":        apiextensionsv1.ClusterScoped,
 		"vesselprofiles.vessel.dev": apiextensionsv1.ClusterScoped,
