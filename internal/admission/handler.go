@@ -153,7 +153,13 @@ func (h *Handler) review(decide decideFunc) http.Handler {
 
 		resp := decide(r.Context(), req)
 		resp.UID = req.UID
-		log.Debug("admission decided", "uid", req.UID, "kind", req.Kind.Kind, "operation", req.Operation,
+		// Denials are user-visible events worth keeping; admissions are the
+		// common case and only interesting when debugging.
+		level := slog.LevelDebug
+		if !resp.Allowed {
+			level = slog.LevelInfo
+		}
+		log.Log(r.Context(), level, "admission decided", "uid", req.UID, "kind", req.Kind.Kind, "operation", req.Operation,
 			"namespace", req.Namespace, "name", req.Name, "allowed", resp.Allowed,
 			"message", resultMessage(resp), "latency", time.Since(start))
 

@@ -51,5 +51,8 @@ func (p jsonPatch) marshal() ([]byte, error) {
 // escapePointer escapes a JSON Pointer reference token (RFC 6901), as label
 // and annotation keys contain "/".
 func escapePointer(token string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(token)
+	return pointerEscaper.Replace(token)
 }
+
+// pointerEscaper is built once: building a Replacer costs more than using it.
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")

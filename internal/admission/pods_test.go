@@ -396,3 +396,11 @@ func TestPodWebhookRefusesOtherKinds(t *testing.T) {
 		t.Error("pod webhook allowed a Subnet")
 	}
 }
+
+func TestEscapePointer(t *testing.T) {
+	for in, want := range map[string]string{"vessel.dev/profile": "vessel.dev~1profile", "a~b/c": "a~0b~1c", "plain": "plain"} {
+		if got := escapePointer(in); got != want {
+			t.Errorf("escapePointer(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
