@@ -40,13 +40,13 @@ func ControlPlane(ctx context.Context, w io.Writer, o ControlPlaneOptions) error
 			return err
 		}
 		defer os.RemoveAll(dir)
-		ports, err := freePorts(3)
+		ports, err := freePorts(4)
 		if err != nil {
 			return err
 		}
 		args := []string{"up", "--data-dir", dir, "--bind-address", "127.0.0.1",
 			"--https-port", strconv.Itoa(ports[0]), "--etcd-client-port", strconv.Itoa(ports[1]),
-			"--etcd-peer-port", strconv.Itoa(ports[2])}
+			"--etcd-peer-port", strconv.Itoa(ports[2]), "--webhook-port", strconv.Itoa(ports[3])}
 		for pass := range 2 {
 			p, took, err := startUntilReady(ctx, o, args)
 			if err != nil {

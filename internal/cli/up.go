@@ -8,18 +8,23 @@ import (
 
 	"github.com/spf13/cobra"
 
+	vesselv1 "github.com/vessel-dev/vessel/api/v1"
+	"github.com/vessel-dev/vessel/internal/controller"
 	"github.com/vessel-dev/vessel/internal/controlplane"
 	"github.com/vessel-dev/vessel/internal/datadir"
+	"github.com/vessel-dev/vessel/internal/server"
 )
 
 // shutdownTimeout bounds how long `vessel up` waits for its components after a signal.
 const shutdownTimeout = 10 * time.Second
 
 func newUpCommand() *cobra.Command {
-	cfg := controlplane.Config{}
+	cfg := server.Config{}
+	var noDefaultProfile bool
+	var isolation string
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Run a complete Vessel cluster on this machine: Kubernetes API, Vessel's controllers and a host",
+		Short: "Run a complete Vessel cluster on this machine: Kubernetes API and Vessel's controllers",
 		Long: `Run a complete Vessel cluster in this process: an embedded etcd, kube-apiserver and
 kube-controller-manager, Vessel's controllers and this machine as a host. State lives in --data-dir
 and survives restarts. Stop with Ctrl-C or SIGTERM.`,
@@ -28,14 +33,19 @@ and survives restarts. Stop with Ctrl-C or SIGTERM.`,
 			ctx := cmd.Context()
 			log := slog.Default()
 			cfg.Logger = log
+			cfg.DefaultProfile = !noDefaultProfile
+			cfg.Isolation = vesselv1.Isolation(isolation)
+			if cfg.Isolation != vesselv1.IsolationOCI {
+				return fmt.Errorf("--isolation %q: only %q is available in this build (the microVM runtime is not there yet)", isolation, vesselv1.IsolationOCI)
+			}
 			start := time.Now()
-			cp, err := controlplane.Start(ctx, cfg)
+			cp, err := server.Start(ctx, cfg)
 			if err != nil {
 				return explainStartError(err)
 			}
 			select {
 			case <-cp.Ready():
-				log.Info("control plane ready", "elapsed", time.Since(start).Round(time.Millisecond), "dataDir", cfg.DataDir)
+				log.Info("vessel ready", "elapsed", time.Since(start).Round(time.Millisecond), "dataDir", cfg.ControlPlane.DataDir)
 				fmt.Fprintf(cmd.OutOrStdout(), "Vessel is ready. Use it with: export KUBECONFIG=%s; kubectl get ns\n", cp.Kubeconfig())
 			case <-cp.Done():
 				return fmt.Errorf("control plane failed to start: %w", cp.Err())
@@ -55,12 +65,15 @@ and survives restarts. Stop with Ctrl-C or SIGTERM.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", datadir.Default(), "directory for cluster state, certificates and the kubeconfig")
-	f.StringVar(&cfg.BindAddress, "bind-address", "0.0.0.0", "address kube-apiserver listens on")
-	f.IntVar(&cfg.APIPort, "https-port", 6443, "kube-apiserver's HTTPS port")
-	f.IntVar(&cfg.EtcdClientPort, "etcd-client-port", 2379, "embedded etcd's client port (loopback only)")
-	f.IntVar(&cfg.EtcdPeerPort, "etcd-peer-port", 2380, "embedded etcd's peer port (loopback only)")
-	f.StringVar(&cfg.AdvertiseAddress, "advertise-address", "", "address published for the kubernetes Service (default: this machine's first IPv4 address)")
+	f.IntVar(&cfg.WebhookPort, "webhook-port", 9443, "admission webhook's port (loopback only)")
+	f.BoolVar(&noDefaultProfile, "no-default-profile", false, "do not create the Subnet and VesselProfile \"default\" for namespace default")
+	f.StringVar(&isolation, "isolation", string(vesselv1.IsolationOCI), "how this machine isolates sandboxes: oci")
+	f.StringVar(&cfg.ControlPlane.DataDir, "data-dir", datadir.Default(), "directory for cluster state, certificates and the kubeconfig")
+	f.StringVar(&cfg.ControlPlane.BindAddress, "bind-address", "0.0.0.0", "address kube-apiserver listens on")
+	f.IntVar(&cfg.ControlPlane.APIPort, "https-port", 6443, "kube-apiserver's HTTPS port")
+	f.IntVar(&cfg.ControlPlane.EtcdClientPort, "etcd-client-port", 2379, "embedded etcd's client port (loopback only)")
+	f.IntVar(&cfg.ControlPlane.EtcdPeerPort, "etcd-peer-port", 2380, "embedded etcd's peer port (loopback only)")
+	f.StringVar(&cfg.ControlPlane.AdvertiseAddress, "advertise-address", "", "address published for the kubernetes Service (default: this machine's first IPv4 address)")
 	return cmd
 }
 
@@ -75,6 +88,10 @@ func explainStartError(err error) error {
 	var busy *controlplane.PortInUseError
 	if errors.As(err, &busy) {
 		return fmt.Errorf("%w: stop the process listening there or choose another port with %s", err, portFlags[busy.Component])
+	}
+	var webhook *controller.PortInUseError
+	if errors.As(err, &webhook) {
+		return fmt.Errorf("%w: stop the process listening there or choose another port with --webhook-port", err)
 	}
 	return err
 }

@@ -50,6 +50,7 @@ type Paths struct {
 	ControllerManagerKey              string
 	FrontProxyClientCert              string
 	FrontProxyClientKey               string
+	WebhookCert, WebhookKey           string
 	ServiceAccountKey                 string
 	ServiceAccountPub                 string
 	ControllerManagerKubeconfig       string
@@ -81,6 +82,8 @@ func New(root string) Paths {
 		ControllerManagerKey:        j("controller-manager.key"),
 		FrontProxyClientCert:        j("front-proxy-client.crt"),
 		FrontProxyClientKey:         j("front-proxy-client.key"),
+		WebhookCert:                 j("webhook.crt"),
+		WebhookKey:                  j("webhook.key"),
 		ServiceAccountKey:           j("service-account.key"),
 		ServiceAccountPub:           j("service-account.pub"),
 		ControllerManagerKubeconfig: filepath.Join(root, "controller-manager.kubeconfig"),

@@ -26,9 +26,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	vesselv1 "github.com/vessel-dev/vessel/api/v1"
 	"github.com/vessel-dev/vessel/internal/cli"
+	"github.com/vessel-dev/vessel/internal/controller"
 	"github.com/vessel-dev/vessel/internal/controlplane"
+	"github.com/vessel-dev/vessel/internal/server"
 )
 
 // execCLIEnv marks a re-executed test binary that must behave as the vessel command.
@@ -41,7 +45,9 @@ type Env struct {
 	APIPort    int
 	Config     *rest.Config
 	Client     kubernetes.Interface
-	CP         *controlplane.Embedded
+	// Ctrl reads and writes Vessel's objects as well as Kubernetes' (controller-runtime client).
+	Ctrl client.Client
+	CP   *server.Server
 }
 
 var shared *Env
@@ -90,12 +96,17 @@ func start(ctx context.Context, dir string) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	cp, err := controlplane.Start(ctx, controlplane.Config{
-		DataDir:        dir,
-		BindAddress:    "127.0.0.1",
-		APIPort:        ports[0],
-		EtcdClientPort: ports[1],
-		EtcdPeerPort:   ports[2],
+	cp, err := server.Start(ctx, server.Config{
+		ControlPlane: controlplane.Config{
+			DataDir:        dir,
+			BindAddress:    "127.0.0.1",
+			APIPort:        ports[0],
+			EtcdClientPort: ports[1],
+			EtcdPeerPort:   ports[2],
+		},
+		// Tests create the profiles and subnets they need; a default one would overlap theirs.
+		DefaultProfile: false,
+		Isolation:      vesselv1.IsolationOCI,
 		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
@@ -109,11 +120,15 @@ func start(ctx context.Context, dir string) (*Env, error) {
 		return nil, fmt.Errorf("not ready after 2 minutes")
 	}
 	cfg := cp.RESTConfig()
-	client, err := kubernetes.NewForConfig(cfg)
+	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Env{Dir: dir, Kubeconfig: cp.Kubeconfig(), APIPort: ports[0], Config: cfg, Client: client, CP: cp}, nil
+	ctrl, err := client.New(cfg, client.Options{Scheme: controller.Scheme()})
+	if err != nil {
+		return nil, err
+	}
+	return &Env{Dir: dir, Kubeconfig: cp.Kubeconfig(), APIPort: ports[0], Config: cfg, Client: cs, Ctrl: ctrl, CP: cp}, nil
 }
 
 // dumpLog prints the tail of the control plane's log, where a failure's cause usually is.
