@@ -110,9 +110,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer cancel()
 	ctrllog.SetLogger(logr.FromSlogHandler(c.log.Handler()))
 
+	start := time.Now()
 	if err := InstallCRDs(ctx, c.cfg.REST); err != nil {
 		return err
 	}
+	c.log.Debug("CRDs installed", "elapsed", time.Since(start))
 	clientset, err := kubernetes.NewForConfig(c.cfg.REST)
 	if err != nil {
 		return fmt.Errorf("controller client: %w", err)
@@ -147,6 +149,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
 		return fmt.Errorf("controller caches did not sync: %w", errors.Join(ctx.Err(), drain(errs)))
 	}
+	c.log.Debug("manager cache synced", "elapsed", time.Since(start))
 	// Listing through the cache starts an informer per type on first use; do it now so the
 	// webhook's first decision does not wait for a sync.
 	var pl vesselv1.VesselProfileList
@@ -155,6 +158,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("prime caches: %w", err)
 	}
 
+	c.log.Debug("controller caches synced", "elapsed", time.Since(start))
 	srv, err := c.webhookServer(handler)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -29,6 +30,7 @@ func InstallCRDs(ctx context.Context, cfg *rest.Config) error {
 		return err
 	}
 	api := client.ApiextensionsV1().CustomResourceDefinitions()
+	start := time.Now()
 	for _, crd := range defs {
 		existing, err := api.Get(ctx, crd.Name, metav1.GetOptions{})
 		switch {
@@ -59,6 +61,7 @@ func InstallCRDs(ctx context.Context, cfg *rest.Config) error {
 			return fmt.Errorf("wait for CRD %s to be established: %w", crd.Name, err)
 		}
 	}
+	slog.Debug("CRDs established", "elapsed", time.Since(start))
 	// Established does not mean discoverable yet; clients resolving kinds through discovery
 	// (controller-runtime's REST mapper) would fail with "no matches for kind" in between.
 	gv := vesselv1.SchemeGroupVersion.String()
