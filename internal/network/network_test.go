@@ -52,7 +52,7 @@ type testEnv struct {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		t.Fatal("needs root: run the suite as root (see README)")
 	}
 }
 

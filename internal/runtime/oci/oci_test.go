@@ -68,10 +68,10 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		t.Fatal("needs root: run the suite as root (see README)")
 	}
 	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("needs runc")
+		t.Fatal("needs runc: apt-get install runc (.ci/run does)")
 	}
 	base := t.TempDir()
 	f := &fixture{root: filepath.Join(base, "oci"), rootfs: busyboxRootfs(t, filepath.Join(base, "image"))}
@@ -117,7 +117,7 @@ func busyboxRootfs(t *testing.T, dir string) string {
 	t.Helper()
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Skip("needs busybox-static")
+		t.Fatal("needs busybox: apt-get install busybox-static (.ci/run does)")
 	}
 	for _, d := range []string{"bin", "etc", "tmp", "proc", "sys", "dev"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
