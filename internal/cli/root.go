@@ -33,7 +33,7 @@ func NewRootCommand() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "Vessel's log level: debug, info, warn or error")
-	root.AddCommand(newUpCommand(), newVersionCommand(), newBenchCommand(), newImageCommand())
+	root.AddCommand(newUpCommand(), newControllerCommand(), newVersionCommand(), newBenchCommand(), newImageCommand())
 	return root
 }
 

@@ -74,6 +74,7 @@ and survives restarts. Stop with Ctrl-C or SIGTERM.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&cfg.WebhookPort, "webhook-port", 9443, "admission webhook's port (loopback only)")
+	f.BoolVar(&cfg.DisableController, "disable-controller", false, "run only the Kubernetes control plane; Vessel's controller runs elsewhere (vessel controller --kubeconfig)")
 	f.BoolVar(&noDefaultProfile, "no-default-profile", false, "do not create the Subnet and VesselProfile \"default\" for namespace default")
 	f.StringVar(&isolation, "isolation", string(vesselv1.IsolationOCI), "how this machine isolates sandboxes: oci")
 	f.StringVar(&cfg.ControlPlane.DataDir, "data-dir", datadir.Default(), "directory for cluster state, certificates and the kubeconfig")

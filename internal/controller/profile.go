@@ -66,8 +66,11 @@ func (r *profileReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	if !p.DeletionTimestamp.IsZero() {
 		return r.delete(ctx, log, &p)
 	}
+	// Finalizers are changed with a merge patch of metadata only: an Update would re-send the
+	// spec as Go serializes it, which the immutability rule may see as a change.
+	orig := p.DeepCopy()
 	if controllerutil.AddFinalizer(&p, profileFinalizer) {
-		if err := r.client.Update(ctx, &p); err != nil {
+		if err := r.client.Patch(ctx, &p, client.MergeFrom(orig)); err != nil {
 			return reconcile.Result{}, fmt.Errorf("add finalizer to profile %s: %w", p.Name, err)
 		}
 	}
@@ -118,8 +121,9 @@ func (r *profileReconciler) delete(ctx context.Context, log *slog.Logger, p *ves
 	if remaining > 0 {
 		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
 	}
+	orig := p.DeepCopy()
 	controllerutil.RemoveFinalizer(p, profileFinalizer)
-	return reconcile.Result{}, client.IgnoreNotFound(r.client.Update(ctx, p))
+	return reconcile.Result{}, client.IgnoreNotFound(r.client.Patch(ctx, p, client.MergeFrom(orig)))
 }
 
 func (r *profileReconciler) setPhase(ctx context.Context, log *slog.Logger, p *vesselv1.VesselProfile, phase vesselv1.ProfilePhase, msg string) error {

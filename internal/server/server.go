@@ -32,7 +32,10 @@ type Config struct {
 	Isolation vesselv1.Isolation
 	// DefaultProfile creates the Subnet and VesselProfile "default" for namespace default.
 	DefaultProfile bool
-	Logger         *slog.Logger
+	// DisableController runs the control plane alone, for clusters whose Vessel controller
+	// runs elsewhere (`vessel controller --kubeconfig`).
+	DisableController bool
+	Logger            *slog.Logger
 }
 
 // Server is a running `vessel up`.
@@ -55,7 +58,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	webhookListen := net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.WebhookPort))
 	// Check the webhook port before starting anything: failing later would leave the user with
 	// a half-started cluster to diagnose.
-	if cfg.WebhookPort != 0 {
+	if cfg.WebhookPort != 0 && !cfg.DisableController {
 		l, err := net.Listen("tcp", webhookListen)
 		if err != nil {
 			return nil, &controller.PortInUseError{Addr: webhookListen, Err: err}
@@ -86,6 +89,11 @@ func (s *Server) run(ctx context.Context, cfg Config, webhookListen string) erro
 	select {
 	case <-s.cp.Ready():
 	case <-s.cp.Done():
+		return s.cp.Err()
+	}
+	if cfg.DisableController {
+		close(s.ready)
+		<-s.cp.Done()
 		return s.cp.Err()
 	}
 	p := datadir.New(cfg.ControlPlane.DataDir)

@@ -261,3 +261,89 @@ func TestBusyPortIsReported(t *testing.T) {
 		t.Fatalf("output does not explain the busy port:\n%s\nwant it to contain %q", out, want)
 	}
 }
+
+// TestControllerAgainstExistingCluster runs `vessel controller --kubeconfig` against a cluster
+// that has no Vessel in it (a control plane started with --disable-controller) and checks that
+// it installs the CRDs and admits pods through its own webhook.
+func TestControllerAgainstExistingCluster(t *testing.T) {
+	dir := t.TempDir()
+	cluster, err := startUp(t, append(upArgs(t, dir), "--disable-controller")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.stop(t)
+	ports, err := testenv.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := testenv.Command(context.Background(), "controller", "--kubeconfig", filepath.Join(dir, "kubeconfig"),
+		"--data-dir", t.TempDir(), "--webhook-listen", "127.0.0.1:"+strconv.Itoa(ports[0]))
+	out, err := ctl.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	ctl.Stderr = &stderr
+	if err := ctl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = ctl.Process.Signal(syscall.SIGTERM)
+		_ = ctl.Wait()
+	}()
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if sc.Text() == "Vessel controller is ready." {
+				ready <- true
+			}
+		}
+		ready <- false
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatalf("vessel controller exited before ready:\n%s", stderr.String())
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("vessel controller not ready after 2 minutes:\n%s", stderr.String())
+	}
+
+	kc := filepath.Join(dir, "kubeconfig")
+	kubectl := func(stdin string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command("kubectl", append([]string{"--kubeconfig", kc}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %v: %v\n%s", args, err, b)
+		}
+		return string(b)
+	}
+	kubectl(`apiVersion: vessel.dev/v1
+kind: Subnet
+metadata: {name: s1}
+spec: {cidr: 10.210.0.0/24, gateway: 10.210.0.1, zone: z, vpc: v}
+---
+apiVersion: vessel.dev/v1
+kind: VesselProfile
+metadata: {name: p1}
+spec:
+  selectors: [{namespace: default}]
+  subnets: [s1]
+`, "apply", "-f", "-")
+	if out := kubectl("", "wait", "--for=jsonpath={.status.phase}=Active", "vesselprofile/p1", "--timeout=60s"); !strings.Contains(out, "condition met") {
+		t.Fatalf("profile not Active: %s", out)
+	}
+	// The webhook's cache may trail the profile's status by a moment.
+	testenv.Eventually(t, 30*time.Second, "pod admitted through profile p1", func(ctx context.Context) error {
+		_ = exec.Command("kubectl", "--kubeconfig", kc, "delete", "pod", "probe", "--ignore-not-found", "--wait=false").Run()
+		kubectl("", "run", "probe", "--image=registry.example/x:1")
+		got := kubectl("", "get", "pod", "probe", "-o", "jsonpath={.spec.schedulerName} {.metadata.labels.vessel\\.dev/profile}")
+		if got != "vessel-scheduler p1" {
+			return fmt.Errorf("pod has %q", got)
+		}
+		return nil
+	})
+}
