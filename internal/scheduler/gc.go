@@ -87,10 +87,12 @@ func (s *Scheduler) sandboxGone(ctx context.Context, name string) (bool, error) 
 	if name == "" {
 		return true, nil
 	}
-	if _, ok := s.state.get(name); ok {
+	key := types.NamespacedName{Namespace: vesselv1.SystemNamespace, Name: name}
+	if err := s.client.Get(ctx, key, &vesselv1.Sandbox{}); err == nil {
 		return false, nil
 	}
-	err := s.apiReader.Get(ctx, types.NamespacedName{Namespace: vesselv1.SystemNamespace, Name: name}, &vesselv1.Sandbox{})
+	// Not in the cache: it may be too new for the cache, so ask the apiserver.
+	err := s.apiReader.Get(ctx, key, &vesselv1.Sandbox{})
 	if apierrors.IsNotFound(err) {
 		return true, nil
 	}

@@ -278,11 +278,14 @@ func (s *Scheduler) ensureNode(ctx context.Context, pod *corev1.Pod, sb *vesselv
 	if !gone {
 		return "", fmt.Errorf("node %s belongs to sandbox %s, which still holds address %s", node.Name, other, sb.Spec.Network.IP)
 	}
-	s.log.Info("deleting stale node of an earlier sandbox", "node", node.Name, "sandbox", other)
+	s.log.Info("replacing the node of an earlier sandbox with the same address", "node", node.Name, "sandbox", sb.Name, "old", other)
 	if err := s.deleteNode(ctx, existing); err != nil {
 		return "", err
 	}
-	return "", fmt.Errorf("node %s was stale and is being replaced", node.Name)
+	if err := s.client.Create(ctx, node); err != nil {
+		return "", fmt.Errorf("create node %s: %w", node.Name, err)
+	}
+	return node.Name, nil
 }
 
 // bind assigns pod to node; binding a pod that is already on node succeeds.
