@@ -18,13 +18,14 @@ import (
 	vesselv1 "github.com/vessel-dev/vessel/api/v1"
 )
 
-// setupControllers registers the four reconcilers:
+// setupControllers registers the five reconcilers:
 //
 //   - pods: places pending pods; woken by the pods themselves and, for the
 //     ones waiting for room, by Hosts, Leases (a host coming alive), deleted
 //     Sandboxes (freed capacity), Subnets and VesselProfiles;
 //   - sandboxes: deletes Sandboxes whose pod is gone;
 //   - nodes: deletes Vessel Nodes whose Sandbox is gone;
+//   - subnets: keeps Subnet status (allocated, available) up to date;
 //   - hosts: fails the sandboxes of hosts whose Lease expired.
 func (s *Scheduler) setupControllers() error {
 	opts := func(workers int) controller.Options {
@@ -38,7 +39,7 @@ func (s *Scheduler) setupControllers() error {
 			pod, ok := o.(*corev1.Pod)
 			return ok && wantsScheduling(pod)
 		}))).
-		Watches(&vesselv1.Host{}, retryWaiting).
+		Watches(&vesselv1.Host{}, retryWaiting, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&coordinationv1.Lease{}, retryWaiting, builder.WithPredicates(leaseCameAlive{s})).
 		Watches(&vesselv1.Sandbox{}, retryWaiting, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(event.CreateEvent) bool { return false },
@@ -92,6 +93,22 @@ func (s *Scheduler) setupControllers() error {
 		})).
 		WithOptions(opts(2)).
 		Complete(reconcile.Func(s.reconcileNode))
+	if err != nil {
+		return err
+	}
+
+	err = builder.ControllerManagedBy(s.mgr).
+		Named("vessel-scheduler-subnets").
+		For(&vesselv1.Subnet{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&vesselv1.Sandbox{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			sb, ok := o.(*vesselv1.Sandbox)
+			if !ok || sb.Spec.Network.Subnet == "" {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: sb.Spec.Network.Subnet}}}
+		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }})).
+		WithOptions(opts(1)).
+		Complete(reconcile.Func(s.reconcileSubnet))
 	if err != nil {
 		return err
 	}

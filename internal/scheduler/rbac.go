@@ -36,6 +36,8 @@ func ClusterRole() *rbacv1.ClusterRole {
 			// Sandboxes: created, collected, and finalizer removed for lost hosts.
 			{APIGroups: []string{vesselv1.GroupName}, Resources: []string{"sandboxes"}, Verbs: []string{"get", "list", "watch", "create", "delete", "patch", "update"}},
 			{APIGroups: []string{vesselv1.GroupName}, Resources: []string{"hosts", "subnets", "vesselprofiles"}, Verbs: []string{"get", "list", "watch"}},
+			// Subnet status: addresses allocated and available.
+			{APIGroups: []string{vesselv1.GroupName}, Resources: []string{"subnets/status"}, Verbs: []string{"patch", "update"}},
 		},
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -100,8 +102,31 @@ func (e *schedEnv) removeWorkloads(t *testing.T) {
 // startScheduler runs a scheduler until the test ends or stop is called.
 func (e *schedEnv) startScheduler(t *testing.T) (stop func()) {
 	t.Helper()
+	return e.startSchedulerAs(t, e.Config)
+}
+
+// restrictedConfig is a client config acting as a user that holds only the
+// scheduler's ClusterRole, so tests prove the role is enough.
+func (e *schedEnv) restrictedConfig(t *testing.T) *rest.Config {
+	t.Helper()
+	user := "system:serviceaccount:" + vesselv1.SystemNamespace + ":" + e.prefix + "-scheduler"
+	role := scheduler.ClusterRole()
+	role.Name = e.prefix + "-" + role.Name
+	e.create(t, role)
+	e.create(t, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	})
+	cfg := rest.CopyConfig(e.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:authenticated"}}
+	return cfg
+}
+
+func (e *schedEnv) startSchedulerAs(t *testing.T, cfg *rest.Config) (stop func()) {
+	t.Helper()
 	s, err := scheduler.New(scheduler.Config{
-		RESTConfig:     e.Config,
+		RESTConfig:     cfg,
 		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		InitialBackoff: 200 * time.Millisecond,
 		MaxBackoff:     2 * time.Second,
@@ -331,7 +356,8 @@ func TestSchedulerPlacesPodOnSandboxAndNode(t *testing.T) {
 	sub := e.subnet(t, "a", "10.60.1.0/24", "10.60.1.1", "zone-a")
 	profile := e.profile(t, sub)
 	host := e.host(t, "h1", 10)
-	e.startScheduler(t)
+	// As a user holding only scheduler.ClusterRole: the role is enough.
+	e.startSchedulerAs(t, e.restrictedConfig(t))
 
 	pod := e.pod(t, "web", profile, func(p *corev1.Pod) {
 		p.Spec.Containers[0].Resources.Requests = corev1.ResourceList{
@@ -440,6 +466,16 @@ func TestSchedulerDistinctIPsAcrossRestart(t *testing.T) {
 	if perSubnet[a] != 10 || perSubnet[b] != 10 {
 		t.Errorf("pods per subnet = %v, want 10 in each (spread)", perSubnet)
 	}
+	testenv.Eventually(t, 30*time.Second, "subnet status counts addresses", func(ctx context.Context) error {
+		var sub vesselv1.Subnet
+		if err := e.c.Get(ctx, client.ObjectKey{Name: a}, &sub); err != nil {
+			return err
+		}
+		if sub.Status.Allocated != 10 || sub.Status.Available != 243 {
+			return fmt.Errorf("status %+v, want allocated 10, available 243", sub.Status)
+		}
+		return nil
+	})
 
 	// A new scheduler rebuilds its addresses from the Sandboxes.
 	stop()
@@ -528,7 +564,9 @@ func TestSchedulerCollectsDeletedPods(t *testing.T) {
 		t.Fatalf("node gone before its sandbox: %v", err)
 	}
 	e.releaseSandbox(t, sb.Name)
-	e.expectGone(t, "sandbox "+sb.Name, func(ctx context.Context) error { return e.c.Get(ctx, client.ObjectKeyFromObject(sb), &vesselv1.Sandbox{}) })
+	e.expectGone(t, "sandbox "+sb.Name, func(ctx context.Context) error {
+		return e.c.Get(ctx, client.ObjectKeyFromObject(sb), &vesselv1.Sandbox{})
+	})
 
 	// The address is free again: the waiting pod gets it, and a Node of the same name.
 	sb2, node2 := e.expectScheduled(t, second)
