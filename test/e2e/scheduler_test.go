@@ -658,3 +658,41 @@ func TestSchedulerFailsPodsOfLostHost(t *testing.T) {
 	late := e.pod(t, "late", profile)
 	e.expectPodScheduledFalse(t, late, "Unschedulable", "")
 }
+
+// A scheduler killed after creating a Sandbox but before the Node and the
+// binding: the next one adopts the Sandbox (same host, same address).
+func TestSchedulerFinishesHalfDoneWork(t *testing.T) {
+	e := newSchedEnv(t)
+	sub := e.subnet(t, "a", "10.67.1.0/24", "10.67.1.1", "")
+	profile := e.profile(t, sub)
+	host := e.host(t, "h1", 10)
+	pod := e.pod(t, "half", profile)
+	sb := &vesselv1.Sandbox{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: vesselv1.SystemNamespace, Name: vesselv1.SandboxNameForPod(pod.UID),
+			Labels:     map[string]string{vesselv1.LabelPodNamespace: e.ns, vesselv1.LabelPodUID: string(pod.UID)},
+			Finalizers: []string{vesselv1.FinalizerSandbox},
+		},
+		Spec: vesselv1.SandboxSpec{
+			Owner:      vesselv1.SandboxOwner{Kind: vesselv1.OwnerPod, Namespace: e.ns, Name: pod.Name, UID: pod.UID},
+			Size:       vesselv1.SandboxSize{MilliVCPU: 250, MemoryMiB: 512, DiskGiB: 20},
+			Host:       host,
+			Network:    vesselv1.SandboxNetwork{Subnet: sub, IP: "10.67.1.77", MAC: "02:56:0a:43:01:4d", Gateway: "10.67.1.1", PrefixLength: 24},
+			Isolation:  vesselv1.IsolationMicroVM,
+			Containers: pod.Spec.Containers,
+		},
+	}
+	if err := e.c.Create(context.Background(), sb); err != nil {
+		t.Fatal(err)
+	}
+	e.startScheduler(t)
+	got, node := e.expectScheduled(t, pod)
+	if got.UID != sb.UID || node.Name != "vessel-10-67-1-77" {
+		t.Fatalf("pod went to sandbox %s (uid %s) node %s; want the existing sandbox and vessel-10-67-1-77", got.Name, got.UID, node.Name)
+	}
+	// The adopted address is taken: the next pod gets another one.
+	other, _ := e.expectScheduled(t, e.pod(t, "next", profile))
+	if other.Spec.Network.IP == "10.67.1.77" {
+		t.Fatal("address of the adopted sandbox handed out again")
+	}
+}
