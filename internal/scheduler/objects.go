@@ -185,13 +185,11 @@ func buildNode(sb *vesselv1.Sandbox, p nodeParams) (*corev1.Node, error) {
 			NodeInfo: corev1.NodeSystemInfo{
 				MachineID:               sb.Name,
 				SystemUUID:              string(sb.Spec.Owner.UID),
-				KernelVersion:           "",
 				OSImage:                 "Vessel",
 				OperatingSystem:         "linux",
 				Architecture:            "amd64",
 				ContainerRuntimeVersion: "vessel-" + string(isolation),
 				KubeletVersion:          p.kubeletVersion,
-				KubeProxyVersion:        "",
 			},
 			Conditions: []corev1.NodeCondition{{
 				Type:               corev1.NodeReady,

@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -142,15 +141,4 @@ func (s *state) subnetCountsLocked() map[string]int {
 // address it allocated.
 func (s *state) assumeLocked(name string, p placed) {
 	s.sandboxes[name] = p
-}
-
-// subnetStats reports how many addresses of sub are taken and free.
-func (s *state) subnetStats(sub ipam.Subnet) (used, free int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.alloc.Used(sub), s.alloc.Free(sub)
-}
-
-func (p placed) String() string {
-	return fmt.Sprintf("%s on %s (%s)", p.ip, p.host, p.subnet)
 }
