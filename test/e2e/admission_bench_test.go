@@ -56,4 +56,3 @@ func BenchmarkPodCreateThroughAPIServer(b *testing.B) {
 		})
 	}
 }
-

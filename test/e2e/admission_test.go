@@ -245,4 +245,3 @@ func TestAdmissionValidatesProfilesAndSubnets(t *testing.T) {
 		}
 	})
 }
-
