@@ -29,6 +29,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	vesselv1 "github.com/vessel-dev/vessel/api/v1"
+	"github.com/vessel-dev/vessel/api/v1/crds"
 	"github.com/vessel-dev/vessel/internal/admission"
 	"github.com/vessel-dev/vessel/internal/pki"
 )
@@ -111,7 +112,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	ctrllog.SetLogger(logr.FromSlogHandler(c.log.Handler()))
 
 	start := time.Now()
-	if err := InstallCRDs(ctx, c.cfg.REST); err != nil {
+	if err := crds.Install(ctx, c.cfg.REST); err != nil {
 		return err
 	}
 	c.log.Debug("CRDs installed", "elapsed", time.Since(start))

@@ -3,6 +3,7 @@ package crds
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -46,7 +47,7 @@ func Install(ctx context.Context, cfg *rest.Config) error {
 		}
 	}
 	for _, crd := range crds {
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 			got, err := api.Get(ctx, crd.Name, metav1.GetOptions{})
 			if err != nil {
 				return false, err
@@ -61,6 +62,25 @@ func Install(ctx context.Context, cfg *rest.Config) error {
 		if err != nil {
 			return fmt.Errorf("wait for CRD %s to be established: %w", crd.Name, err)
 		}
+	}
+	// Established does not mean discoverable yet; clients resolving kinds through discovery
+	// (controller-runtime's REST mapper) would fail with "no matches for kind" in between.
+	gv := crds[0].Spec.Group + "/" + crds[0].Spec.Versions[0].Name
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		list, err := client.Discovery().ServerResourcesForGroupVersion(gv)
+		if err != nil {
+			return false, nil
+		}
+		kinds := 0
+		for _, r := range list.APIResources {
+			if !strings.Contains(r.Name, "/") { // skip subresources such as sandboxes/status
+				kinds++
+			}
+		}
+		return kinds >= len(crds), nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for %s in API discovery: %w", gv, err)
 	}
 	return nil
 }
