@@ -43,8 +43,8 @@ func NodeName(ip string) string { return "vessel-" + strings.ReplaceAll(ip, ".",
 //	<data>/pods/<sandbox>/logs/<container>/<attempt>.log   CRI logs kept for kubectl logs
 type layout struct{ root string }
 
-func (l layout) pods() string                { return filepath.Join(l.root, "pods") }
-func (l layout) pod(sandbox string) string    { return filepath.Join(l.pods(), sandbox) }
+func (l layout) pods() string                  { return filepath.Join(l.root, "pods") }
+func (l layout) pod(sandbox string) string     { return filepath.Join(l.pods(), sandbox) }
 func (l layout) volumes(sandbox string) string { return filepath.Join(l.pod(sandbox), "volumes") }
 func (l layout) volume(sandbox, name string) string {
 	return filepath.Join(l.volumes(sandbox), name)
