@@ -75,13 +75,10 @@ require (
 	k8s.io/component-base v0.34.4
 	k8s.io/klog/v2 v2.130.1
 	k8s.io/kubernetes v1.34.4
+	sigs.k8s.io/controller-runtime v0.22.5
 )
 
-require (
-	github.com/evanphx/json-patch/v5 v5.9.11 // indirect
-	gomodules.xyz/jsonpatch/v2 v2.4.0 // indirect
-	sigs.k8s.io/controller-runtime v0.22.5 // indirect
-)
+require github.com/evanphx/json-patch/v5 v5.9.11 // indirect
 
 require (
 	github.com/containerd/stargz-snapshotter/estargz v0.16.3 // indirect
@@ -247,7 +244,7 @@ require (
 	k8s.io/metrics v0.34.4 // indirect
 	k8s.io/mount-utils v0.0.0 // indirect
 	k8s.io/pod-security-admission v0.0.0 // indirect
-	k8s.io/utils v0.0.0-20250604170112-4c0f3b243397 // indirect
+	k8s.io/utils v0.0.0-20250604170112-4c0f3b243397
 	sigs.k8s.io/apiserver-network-proxy/konnectivity-client v0.31.2 // indirect
 	sigs.k8s.io/json v0.0.0-20241014173422-cfa47c3a1cc8 // indirect
 	sigs.k8s.io/randfill v1.0.0 // indirect
