@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vessel-dev/vessel/internal/runtime/oci"
 	"github.com/vessel-dev/vessel/internal/version"
 )
 
@@ -33,12 +34,17 @@ func NewRootCommand() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "Vessel's log level: debug, info, warn or error")
-	root.AddCommand(newUpCommand(), newControllerCommand(), newVersionCommand(), newBenchCommand(), newImageCommand())
+	root.AddCommand(newUpCommand(), newControllerCommand(), newHostCommand(), newVersionCommand(), newBenchCommand(), newImageCommand(), newShimCommand())
 	return root
 }
 
 // Main runs the command line and returns the process exit code.
 func Main() int {
+	// The shim outlives the agent and must keep default signal handling: dispatch it before
+	// anything else touches the process.
+	if len(os.Args) > 1 && os.Args[1] == shimCommand {
+		return oci.ShimMain(os.Args[2:])
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := NewRootCommand().ExecuteContext(ctx); err != nil {
