@@ -26,7 +26,7 @@ func newUpCommand() *cobra.Command {
 	var isolation string
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Run a complete Vessel cluster on this machine: Kubernetes API and Vessel's controllers",
+		Short: "Run a complete Vessel cluster on this machine: Kubernetes API, Vessel's controllers, a local registry and this machine as a host",
 		Long: `Run a complete Vessel cluster in this process: an embedded etcd, kube-apiserver and
 kube-controller-manager, Vessel's controllers and this machine as a host. State lives in --data-dir
 and survives restarts. Stop with Ctrl-C or SIGTERM.`,
@@ -54,6 +54,9 @@ and survives restarts. Stop with Ctrl-C or SIGTERM.`,
 			select {
 			case <-cp.Ready():
 				log.Info("vessel ready", "elapsed", time.Since(start).Round(time.Millisecond), "dataDir", cfg.ControlPlane.DataDir)
+				if addr := cp.RegistryAddr(); addr != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "Local registry: %s (push images there, e.g. vessel image import FILE)\n", addr)
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "Vessel is ready. Use it with: export KUBECONFIG=%s; kubectl get ns\n", cp.Kubeconfig())
 			case <-cp.Done():
 				return fmt.Errorf("control plane failed to start: %w", cp.Err())
@@ -74,6 +77,7 @@ and survives restarts. Stop with Ctrl-C or SIGTERM.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&cfg.WebhookPort, "webhook-port", 9443, "admission webhook's port (loopback only)")
+	f.IntVar(&cfg.RegistryPort, "registry-port", 5000, "local OCI registry's port (loopback only); -1 disables it")
 	f.BoolVar(&cfg.DisableController, "disable-controller", false, "run only the Kubernetes control plane; Vessel's controller runs elsewhere (vessel controller --kubeconfig)")
 	f.BoolVar(&noDefaultProfile, "no-default-profile", false, "do not create the Subnet and VesselProfile \"default\" for namespace default")
 	f.StringVar(&isolation, "isolation", string(vesselv1.IsolationOCI), "how this machine isolates sandboxes: oci")
@@ -101,6 +105,10 @@ func explainStartError(err error) error {
 	var webhook *controller.PortInUseError
 	if errors.As(err, &webhook) {
 		return fmt.Errorf("%w: stop the process listening there or choose another port with --webhook-port", err)
+	}
+	var reg *server.RegistryPortError
+	if errors.As(err, &reg) {
+		return fmt.Errorf("%w: stop the process listening there, choose another port with --registry-port, or disable the registry with --registry-port=-1", err)
 	}
 	return err
 }

@@ -99,6 +99,15 @@ func writeKubeconfig(path, server, caFile, certFile, keyFile, user string) error
 	return os.Chmod(path, 0o600)
 }
 
+// DefaultAdvertiseAddress is the address published for the API when none is configured: the
+// machine's first global IPv4 address, or "" when it has none.
+func DefaultAdvertiseAddress() string {
+	if ips := hostIPs(); len(ips) > 0 {
+		return ips[0].String()
+	}
+	return ""
+}
+
 // hostIPs lists the machine's global unicast IPv4 addresses, for the serving certificate and to
 // pick the address pods will use to reach the API. Vessel's own subnet bridges (named vsl-…) are
 // left out: they come and go with sandboxes and must not change the certificate between restarts.

@@ -148,9 +148,7 @@ func Start(ctx context.Context, cfg Config) (*Embedded, error) {
 	}
 
 	if cfg.AdvertiseAddress == "" {
-		if ips := hostIPs(); len(ips) > 0 {
-			e.cfg.AdvertiseAddress = ips[0].String()
-		}
+		e.cfg.AdvertiseAddress = DefaultAdvertiseAddress()
 	}
 	// Check the etcd ports before anything writes; the apiserver's listener is opened here and
 	// handed over, so its port cannot be taken in between.

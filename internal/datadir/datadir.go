@@ -37,6 +37,13 @@ type Paths struct {
 	Logs       string // component logs (klog, etcd)
 
 	EtcdData string
+	Registry string // the local OCI registry's blobs and manifests
+
+	// The host that `vessel up` runs in-process: images, pod volumes and logs under HostData;
+	// runtime state and network namespaces under Run (gone after a reboot, like the containers).
+	HostData    string
+	RuntimeRoot string
+	NetnsDir    string
 
 	// TLS material. ca signs serving and client certificates and is the apiserver's client CA;
 	// front-proxy-ca is kept separate, as Kubernetes requires, for aggregated API servers.
@@ -66,6 +73,10 @@ func New(root string) Paths {
 		Kubeconfig:                  filepath.Join(root, "kubeconfig"),
 		Logs:                        filepath.Join(root, "logs"),
 		EtcdData:                    filepath.Join(root, "etcd"),
+		Registry:                    filepath.Join(root, "registry"),
+		HostData:                    filepath.Join(root, "host"),
+		RuntimeRoot:                 filepath.Join(root, "run", "oci"),
+		NetnsDir:                    filepath.Join(root, "run", "netns"),
 		CACert:                      j("ca.crt"),
 		CAKey:                       j("ca.key"),
 		FrontProxyCACert:            j("front-proxy-ca.crt"),

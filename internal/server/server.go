@@ -1,6 +1,7 @@
-// Package server assembles everything `vessel up` runs in one process: the embedded control
-// plane, then Vessel's controller (CRDs, admission webhook, controllers) against it, then the
-// default Subnet and profile. The end-to-end test harness starts the same assembly.
+// Package server assembles everything `vessel up` runs in one process: the local registry, the
+// embedded control plane, then Vessel's controller (CRDs, admission webhook, controllers), the
+// default Subnet and profile, the scheduler and this machine's host agent. The end-to-end test
+// harness starts the same assembly, leaving out what its tests start themselves.
 package server
 
 import (
@@ -10,7 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
+	"sync"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -20,6 +23,8 @@ import (
 	"github.com/vessel-dev/vessel/internal/controlplane"
 	"github.com/vessel-dev/vessel/internal/datadir"
 	"github.com/vessel-dev/vessel/internal/pki"
+	"github.com/vessel-dev/vessel/internal/registry"
+	"github.com/vessel-dev/vessel/internal/scheduler"
 )
 
 // Config is what `vessel up` is told.
@@ -33,22 +38,39 @@ type Config struct {
 	// DefaultProfile creates the Subnet and VesselProfile "default" for namespace default.
 	DefaultProfile bool
 	// DisableController runs the control plane alone, for clusters whose Vessel controller
-	// runs elsewhere (`vessel controller --kubeconfig`).
+	// runs elsewhere (`vessel controller --kubeconfig`); it implies no scheduler and no host.
 	DisableController bool
-	Logger            *slog.Logger
+	// DisableHost and DisableScheduler leave out this machine's host agent and the scheduler
+	// (the test harness starts its own instances of them).
+	DisableHost, DisableScheduler bool
+	// RegistryPort is the local OCI registry's loopback port; 0 picks a free one, -1 disables it.
+	RegistryPort int
+	// HostName and HostAddress identify this machine as a Host; defaults: the host name and the
+	// control plane's advertise address.
+	HostName, HostAddress string
+	// ShimArgv starts the oci runtime's per-container shim; default: this executable's `shim`.
+	ShimArgv []string
+	Logger   *slog.Logger
 }
+
+// RegistryPortError reports that the local registry cannot listen.
+type RegistryPortError struct{ Err error }
+
+func (e *RegistryPortError) Error() string { return e.Err.Error() }
+func (e *RegistryPortError) Unwrap() error { return e.Err }
 
 // Server is a running `vessel up`.
 type Server struct {
-	cp    *controlplane.Embedded
-	ready chan struct{}
-	done  chan struct{}
-	err   error
+	cp       *controlplane.Embedded
+	registry *registry.Server
+	ready    chan struct{}
+	done     chan struct{}
+	err      error
 }
 
-// Start starts the control plane and, once it is ready, Vessel's controller. Like
-// controlplane.Start it reports a locked data dir or a busy port at once and later failures
-// through Err; it stops everything when ctx ends.
+// Start starts the local registry and the control plane and, once the API is ready, the rest in
+// the background. It reports a locked data dir or a busy port at once, and later failures through
+// Err. When ctx ends, Vessel's parts stop first, then the control plane.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -65,85 +87,174 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		l.Close()
 	}
+	var reg *registry.Server
+	if cfg.RegistryPort >= 0 {
+		var err error
+		reg, err = registry.New(datadir.New(cfg.ControlPlane.DataDir).Registry, registry.Options{
+			Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.RegistryPort)), Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		if err := reg.Start(); err != nil {
+			return nil, &RegistryPortError{Err: err}
+		}
+	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	cp, err := controlplane.Start(ctx, cfg.ControlPlane)
+	cpCtx, cpCancel := context.WithCancel(context.Background())
+	cp, err := controlplane.Start(cpCtx, cfg.ControlPlane)
 	if err != nil {
-		cancel()
+		cpCancel()
+		if reg != nil {
+			reg.Close()
+		}
 		return nil, err
 	}
-	s := &Server{cp: cp, ready: make(chan struct{}), done: make(chan struct{})}
+	s := &Server{cp: cp, registry: reg, ready: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
-		defer func() { <-cp.Done() }()
-		defer cancel()
 		s.err = s.run(ctx, cfg, webhookListen)
-		if cpErr := cp.Err(); s.err == nil || errors.Is(s.err, context.Canceled) {
+		cpCancel()
+		<-cp.Done()
+		if reg != nil {
+			reg.Close()
+		}
+		if cpErr := cp.Err(); s.err == nil {
 			s.err = cpErr
 		}
 	}()
 	return s, nil
 }
 
+// run starts Vessel's parts once the API is ready and returns when ctx ends (after they have
+// stopped) or when one of them or the control plane fails.
 func (s *Server) run(ctx context.Context, cfg Config, webhookListen string) error {
 	select {
 	case <-s.cp.Ready():
 	case <-s.cp.Done():
 		return s.cp.Err()
+	case <-ctx.Done():
+		return nil
 	}
 	if cfg.DisableController {
 		close(s.ready)
-		<-s.cp.Done()
-		return s.cp.Err()
+		select {
+		case <-s.cp.Done():
+			return s.cp.Err()
+		case <-ctx.Done():
+			return nil
+		}
 	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait() // parts stop before run returns, and so before the control plane
+	failed := make(chan error, 4)
+	goPart := func(name string, run func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := run(ctx)
+			if ctx.Err() == nil {
+				failed <- fmt.Errorf("%s stopped: %w", name, orStopped(err))
+			}
+		}()
+	}
+	// waitFor waits for a part to be ready, or for a failure.
+	waitFor := func(ready <-chan struct{}) error {
+		select {
+		case <-ready:
+			return nil
+		case err := <-failed:
+			return err
+		case <-s.cp.Done():
+			return s.cp.Err()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+
 	p := datadir.New(cfg.ControlPlane.DataDir)
 	ca, err := pki.LoadOrCreateCA(p.CACert, p.CAKey, "vessel-ca")
 	if err != nil {
 		return err
 	}
+	rest := s.cp.RESTConfig()
 	ctl, err := controller.New(controller.Config{
-		REST: s.cp.RESTConfig(), WebhookListen: webhookListen, CA: ca,
+		REST: rest, WebhookListen: webhookListen, CA: ca,
 		CertFile: p.WebhookCert, KeyFile: p.WebhookKey,
 		Isolation: cfg.Isolation, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return err
 	}
-	ctlErr := make(chan error, 1)
-	go func() { ctlErr <- ctl.Run(ctx) }()
-	select {
-	case <-ctl.Ready():
-	case err := <-ctlErr:
-		return fmt.Errorf("vessel controller: %w", err)
-	case <-s.cp.Done():
-		return s.cp.Err()
+	goPart("vessel controller", ctl.Run)
+	if err := waitFor(ctl.Ready()); err != nil {
+		return ignoreCancel(err)
 	}
 	if cfg.DefaultProfile {
-		c, err := client.New(s.cp.RESTConfig(), client.Options{Scheme: controller.Scheme()})
+		if err := ensureDefaults(ctx, rest, cfg.ControlPlane.ServiceCIDR); err != nil {
+			return err
+		}
+	}
+	if !cfg.DisableScheduler {
+		sched, err := scheduler.New(scheduler.Config{RESTConfig: rest, Logger: cfg.Logger})
 		if err != nil {
 			return err
 		}
-		svc, err := netip.ParsePrefix(cfg.ControlPlane.ServiceCIDR)
-		if err != nil {
-			return fmt.Errorf("service CIDR %q: %w", cfg.ControlPlane.ServiceCIDR, err)
+		goPart("vessel-scheduler", sched.Run)
+		if err := waitFor(sched.Ready()); err != nil {
+			return ignoreCancel(err)
 		}
-		if err := controller.EnsureDefaults(ctx, c, svc); err != nil {
+	}
+	if !cfg.DisableHost {
+		agent, err := newHostAgent(cfg, p, rest)
+		if err != nil {
 			return err
+		}
+		goPart("host agent", agent.Run)
+		if err := waitFor(agent.Ready()); err != nil {
+			return ignoreCancel(err)
 		}
 	}
 	close(s.ready)
 	select {
-	case err := <-ctlErr:
-		if ctx.Err() == nil {
-			return fmt.Errorf("vessel controller stopped: %w", err)
-		}
+	case <-ctx.Done():
 		return nil
+	case err := <-failed:
+		return err
 	case <-s.cp.Done():
 		return s.cp.Err()
 	}
 }
 
-// Ready is closed once the API and Vessel's controller serve.
+func ignoreCancel(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func orStopped(err error) error {
+	if err == nil {
+		return errors.New("exited unexpectedly")
+	}
+	return err
+}
+
+func ensureDefaults(ctx context.Context, cfg *rest.Config, serviceCIDR string) error {
+	c, err := client.New(cfg, client.Options{Scheme: controller.Scheme()})
+	if err != nil {
+		return err
+	}
+	svc, err := netip.ParsePrefix(serviceCIDR)
+	if err != nil {
+		return fmt.Errorf("service CIDR %q: %w", serviceCIDR, err)
+	}
+	return controller.EnsureDefaults(ctx, c, svc)
+}
+
+// Ready is closed once the API and every part of Vessel serve.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // Done is closed once everything has stopped.
@@ -164,3 +275,20 @@ func (s *Server) RESTConfig() *rest.Config { return s.cp.RESTConfig() }
 
 // Kubeconfig is the admin kubeconfig's path.
 func (s *Server) Kubeconfig() string { return s.cp.Kubeconfig() }
+
+// RegistryAddr is the local registry's address ("" when disabled).
+func (s *Server) RegistryAddr() string {
+	if s.registry == nil {
+		return ""
+	}
+	return s.registry.Addr()
+}
+
+// hostName is the default Host name: the machine's host name.
+func hostName() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
+}

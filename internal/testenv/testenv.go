@@ -106,8 +106,13 @@ func start(ctx context.Context, dir string) (*Env, error) {
 		},
 		// Tests create the profiles and subnets they need; a default one would overlap theirs.
 		DefaultProfile: false,
-		Isolation:      vesselv1.IsolationOCI,
-		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		// Scheduler and host-agent tests start their own instances (and fake hosts); tests of
+		// the whole assembly run `vessel up` as a child process.
+		DisableScheduler: true,
+		DisableHost:      true,
+		RegistryPort:     -1,
+		Isolation:        vesselv1.IsolationOCI,
+		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		return nil, err

@@ -26,7 +26,6 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,7 +36,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vesselv1 "github.com/vessel-dev/vessel/api/v1"
-	"github.com/vessel-dev/vessel/api/v1/crds"
 	"github.com/vessel-dev/vessel/internal/hostagent"
 	"github.com/vessel-dev/vessel/internal/image"
 	"github.com/vessel-dev/vessel/internal/network"
@@ -82,7 +80,6 @@ func newHostFixture(t *testing.T) *hostFixture {
 		}
 	}
 	env := testenv.Get(t)
-	installCRDs(t, env)
 	scheme := k8sruntime.NewScheme()
 	clientgoscheme.AddToScheme(scheme)
 	vesselv1.AddToScheme(scheme)
@@ -196,52 +193,6 @@ func (f *hostFixture) stopAgent(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Error("agent did not stop within 30s")
-	}
-}
-
-var crdOnce sync.Once
-
-// installCRDs installs Vessel's CRDs into the shared control plane once.
-func installCRDs(t *testing.T, env *testenv.Env) {
-	t.Helper()
-	var failed error
-	crdOnce.Do(func() {
-		ctx := context.Background()
-		cs, err := apiextensionsclient.NewForConfig(env.Config)
-		if err != nil {
-			failed = err
-			return
-		}
-		list, err := crds.CRDs()
-		if err != nil {
-			failed = err
-			return
-		}
-		for _, crd := range list {
-			if _, err := cs.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, crd, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-				failed = err
-				return
-			}
-		}
-		for _, crd := range list {
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				got, err := cs.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, crd.Name, metav1.GetOptions{})
-				if err == nil && established(got) {
-					break
-				}
-				if time.Now().After(deadline) {
-					failed = fmt.Errorf("CRD %s not established", crd.Name)
-					return
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-		}
-		// The apiserver delays the first create of a new CRD's objects by 2s (NOTES.md).
-		time.Sleep(2 * time.Second)
-	})
-	if failed != nil {
-		t.Fatalf("install CRDs: %v", failed)
 	}
 }
 

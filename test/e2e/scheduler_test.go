@@ -27,7 +27,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vesselv1 "github.com/vessel-dev/vessel/api/v1"
-	"github.com/vessel-dev/vessel/api/v1/crds"
 	"github.com/vessel-dev/vessel/internal/scheduler"
 	"github.com/vessel-dev/vessel/internal/testenv"
 )
@@ -42,27 +41,9 @@ type schedEnv struct {
 	prefix string
 }
 
-var (
-	crdOnce sync.Once
-	crdErr  error
-)
-
-// installCRDs installs Vessel's CRDs once per test binary.
-func installCRDs(env *testenv.Env) error {
-	crdOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		crdErr = crds.Install(ctx, env.Config)
-	})
-	return crdErr
-}
-
 func newSchedEnv(t *testing.T) *schedEnv {
 	t.Helper()
 	env := testenv.Get(t)
-	if err := installCRDs(env); err != nil {
-		t.Fatalf("install CRDs: %v", err)
-	}
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = vesselv1.AddToScheme(scheme)
