@@ -57,6 +57,10 @@ type Config struct {
 	MemoryReserve int64
 	// MaxSandboxes is the default "pods" capacity (default 110).
 	MaxSandboxes int64
+	// CPUOvercommit multiplies the machine's CPUs in the measured capacity (default 1: every
+	// sandbox can use its whole size at once, as on Fargate). CPU is compressible, so a
+	// single-machine cluster may trade that guarantee for more sandboxes; memory never is.
+	CPUOvercommit float64
 	// DataDir holds pod volumes and logs (see names.go); required.
 	DataDir string
 	// ClusterDNS are the nameservers put in sandboxes' resolv.conf (cluster DNS); empty: none
@@ -90,6 +94,9 @@ func (c *Config) defaults() error {
 	setDefault(&c.Isolation, vesselv1.IsolationOCI)
 	setDefault(&c.MemoryReserve, 1<<30)
 	setDefault(&c.MaxSandboxes, 110)
+	if c.CPUOvercommit < 1 {
+		c.CPUOvercommit = 1
+	}
 	setDefault(&c.ClusterDomain, "cluster.local")
 	setDefault(&c.PollInterval, time.Second)
 	setDefault(&c.LeaseInterval, 10*time.Second)

@@ -43,6 +43,7 @@ func newHostAgent(cfg Config, p datadir.Paths, restCfg *rest.Config) (*hostagent
 		return nil, fmt.Errorf("image store: %w", err)
 	}
 	return hostagent.New(hostagent.Config{
-		HostName: name, Address: addr, DataDir: p.HostData, Isolation: cfg.Isolation, Logger: cfg.Logger,
+		HostName: name, Address: addr, DataDir: p.HostData, Isolation: cfg.Isolation,
+		CPUOvercommit: cfg.CPUOvercommit, Logger: cfg.Logger,
 	}, restCfg, rt, store, nm)
 }

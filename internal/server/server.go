@@ -48,6 +48,8 @@ type Config struct {
 	// HostName and HostAddress identify this machine as a Host; defaults: the host name and the
 	// control plane's advertise address.
 	HostName, HostAddress string
+	// CPUOvercommit multiplies this machine's CPUs in its Host capacity (see hostagent.Config).
+	CPUOvercommit float64
 	// ShimArgv starts the oci runtime's per-container shim; default: this executable's `shim`.
 	ShimArgv []string
 	Logger   *slog.Logger

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vessel-dev/vessel/internal/testenv"
@@ -106,8 +107,19 @@ type upProcess struct {
 	stderr *bytes.Buffer
 }
 
-// startUp runs `vessel up` with args and returns once it has printed its ready line.
+// startUp runs `vessel up` with args and returns once it has printed its ready line; the process
+// is killed when t ends.
 func startUp(t *testing.T, args ...string) (*upProcess, error) {
+	t.Helper()
+	p, err := launchUp(t, args...)
+	if p != nil {
+		t.Cleanup(func() { _ = p.cmd.Process.Kill() })
+	}
+	return p, err
+}
+
+// launchUp is startUp leaving the process's end to the caller.
+func launchUp(t *testing.T, args ...string) (*upProcess, error) {
 	t.Helper()
 	cmd := testenv.Command(context.Background(), append([]string{"up"}, args...)...)
 	stdout, err := cmd.StdoutPipe()
@@ -119,7 +131,6 @@ func startUp(t *testing.T, args ...string) (*upProcess, error) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start vessel up: %v", err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -136,6 +147,7 @@ func startUp(t *testing.T, args ...string) (*upProcess, error) {
 	case err := <-p.exited:
 		return nil, fmt.Errorf("vessel up exited: %v\n%s", err, p.stderr)
 	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
 		return nil, fmt.Errorf("vessel up not ready after 2 minutes\n%s", p.stderr)
 	}
 }
@@ -144,6 +156,11 @@ func startUp(t *testing.T, args ...string) (*upProcess, error) {
 func (p *upProcess) stop(t *testing.T) time.Duration {
 	t.Helper()
 	start := time.Now()
+	select {
+	case err := <-p.exited:
+		t.Fatalf("vessel up had already exited (%v) before SIGTERM:\n%s", err, p.stderr)
+	default:
+	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
 	}
@@ -168,12 +185,17 @@ func upArgs(t *testing.T, dir string) []string {
 		"--etcd-peer-port", strconv.Itoa(ports[2]), "--webhook-port", strconv.Itoa(ports[3])}
 }
 
-func clientFor(t *testing.T, dir string) kubernetes.Interface {
+func restConfigFor(t *testing.T, dir string) *rest.Config {
+	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dir, "kubeconfig"))
 	if err != nil {
 		t.Fatalf("load kubeconfig: %v", err)
 	}
-	c, err := kubernetes.NewForConfig(cfg)
+	return cfg
+}
+
+func clientFor(t *testing.T, dir string) kubernetes.Interface {
+	c, err := kubernetes.NewForConfig(restConfigFor(t, dir))
 	if err != nil {
 		t.Fatal(err)
 	}

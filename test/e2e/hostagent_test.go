@@ -238,7 +238,7 @@ func testImage(t *testing.T) v1.Image {
 	}
 	dir("tmp", 0o1777)
 	file("bin/busybox", 0o755, bb)
-	for _, applet := range []string{"sh", "echo", "cat", "sleep", "touch", "rm", "ls", "dd", "true", "false", "env", "wget", "head", "test"} {
+	for _, applet := range []string{"sh", "echo", "cat", "sleep", "touch", "rm", "ls", "dd", "true", "false", "env", "wget", "head", "test", "nc", "printf"} {
 		tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Linkname: "busybox", Typeflag: tar.TypeSymlink, Mode: 0o777})
 	}
 	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\n"))
