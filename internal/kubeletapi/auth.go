@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -28,15 +30,20 @@ func DelegatingAuth(client kubernetes.Interface, clientCAPEM []byte) (authentica
 	if err != nil {
 		return nil, nil, fmt.Errorf("kubelet API client CA: %w", err)
 	}
-	authn, _, err := authenticatorfactory.DelegatingAuthenticatorConfig{
-		TokenAccessReviewClient:            client.AuthenticationV1(),
-		TokenAccessReviewTimeout:           10 * time.Second,
-		CacheTTL:                           2 * time.Minute,
+	certs, _, err := authenticatorfactory.DelegatingAuthenticatorConfig{
 		ClientCertificateCAContentProvider: ca,
-		WebhookRetryBackoff:                webhookBackoff(),
 	}.New()
 	if err != nil {
-		return nil, nil, fmt.Errorf("kubelet API authenticator: %w", err)
+		return nil, nil, fmt.Errorf("kubelet API certificate authenticator: %w", err)
+	}
+	tokens, _, err := authenticatorfactory.DelegatingAuthenticatorConfig{
+		TokenAccessReviewClient:  client.AuthenticationV1(),
+		TokenAccessReviewTimeout: 10 * time.Second,
+		CacheTTL:                 2 * time.Minute,
+		WebhookRetryBackoff:      webhookBackoff(),
+	}.New()
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubelet API token authenticator: %w", err)
 	}
 	authz, err := authorizerfactory.DelegatingAuthorizerConfig{
 		SubjectAccessReviewClient: client.AuthorizationV1(),
@@ -47,7 +54,31 @@ func DelegatingAuth(client kubernetes.Interface, clientCAPEM []byte) (authentica
 	if err != nil {
 		return nil, nil, fmt.Errorf("kubelet API authorizer: %w", err)
 	}
-	return authn, authz, nil
+	return &certOrToken{certs: certs, tokens: tokens}, authz, nil
+}
+
+// certOrToken authenticates by client certificate when the client sent
+// one, else by bearer token. Certificate checks are serialized: the
+// upstream x509 authenticator records a metric through
+// component-base's Histogram.WithContext, which writes a shared field
+// without a lock (a data race under concurrent requests). They take
+// microseconds; token reviews, which can take a round trip, are not.
+type certOrToken struct {
+	mu     sync.Mutex
+	certs  authenticator.Request
+	tokens authenticator.Request
+}
+
+func (a *certOrToken) AuthenticateRequest(req *http.Request) (*authenticator.Response, bool, error) {
+	if req.TLS != nil && len(req.TLS.PeerCertificates) > 0 {
+		a.mu.Lock()
+		resp, ok, err := a.certs.AuthenticateRequest(req)
+		a.mu.Unlock()
+		if ok || err != nil {
+			return resp, ok, err
+		}
+	}
+	return a.tokens.AuthenticateRequest(req)
 }
 
 // webhookBackoff retries reviews as the apiserver's delegating options do.
