@@ -217,7 +217,9 @@ func TestFollowStopsOnContextAndLimit(t *testing.T) {
 	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 	defer f.Close()
 	var out2 syncBuffer
-	go func() { done <- Copy(context.Background(), &out2, path, Options{Follow: true, LimitBytes: 10, PollInterval: time.Millisecond}) }()
+	go func() {
+		done <- Copy(context.Background(), &out2, path, Options{Follow: true, LimitBytes: 10, PollInterval: time.Millisecond})
+	}()
 	time.Sleep(20 * time.Millisecond)
 	f.WriteString(rec(1, "stdout", "F", "world, more"))
 	select {

@@ -393,4 +393,3 @@ func readLine(t testing.TB, r *bufio.Reader) string {
 		return ""
 	}
 }
-

@@ -231,7 +231,7 @@ func TestContainerLogs(t *testing.T) {
 		{"?limitBytes=6", "one\ntw", 200},
 		{"?previous=true", "previous life\n", 200},
 		{"?follow=true", "one\ntwo\nthree\n", 200}, // not running: ends after the drain
-		{"?sinceSeconds=1", "", 200},                // all lines are old
+		{"?sinceSeconds=1", "", 200},               // all lines are old
 		{"?tailLines=-1", "", 400},
 		{"?sinceSeconds=1&sinceTime=2025-03-01T10:00:01Z", "", 400},
 	} {
