@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vessel-dev/vessel/internal/crilog"
 )
 
 // The shim is a small process per container instance that outlives the host
@@ -42,12 +44,17 @@ type exitRecord struct {
 type shimArgs struct {
 	runc, runcRoot, id, dir, logPath, memoryCgroup string
 	unified                                        bool
+	// logMaxBytes and logMaxFiles bound the log (crilog.RotatingFile); zero
+	// selects the kubelet's defaults (10 MiB, 5 files).
+	logMaxBytes int64
+	logMaxFiles int
 }
 
 func (a shimArgs) argv() []string {
 	return []string{
 		"--runc", a.runc, "--runc-root", a.runcRoot, "--id", a.id, "--dir", a.dir,
 		"--log", a.logPath, "--memory-cgroup", a.memoryCgroup, "--unified=" + strconv.FormatBool(a.unified),
+		"--log-max-bytes", strconv.FormatInt(a.logMaxBytes, 10), "--log-max-files", strconv.Itoa(a.logMaxFiles),
 	}
 }
 
@@ -63,6 +70,8 @@ func ShimMain(args []string) int {
 	fs.StringVar(&a.logPath, "log", "", "CRI log file")
 	fs.StringVar(&a.memoryCgroup, "memory-cgroup", "", "memory cgroup directory, for OOM detection")
 	fs.BoolVar(&a.unified, "unified", false, "cgroup v2 host")
+	fs.Int64Var(&a.logMaxBytes, "log-max-bytes", 0, "rotate the log before it grows past this size (0: 10 MiB)")
+	fs.IntVar(&a.logMaxFiles, "log-max-files", 0, "log files kept including the current one (0: 5)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -90,7 +99,8 @@ func runShim(a shimArgs, syncPipe *os.File) error {
 	if err := os.WriteFile(p.shimPid, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		return err
 	}
-	logFile, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	// Rotation renames the log to .1, .2, …; crilog.Copy follows across it.
+	logFile, err := crilog.OpenRotating(a.logPath, a.logMaxBytes, a.logMaxFiles)
 	if err != nil {
 		return startFailed(p, reply, fmt.Errorf("open log: %w", err))
 	}
