@@ -78,6 +78,8 @@ and survives restarts. Stop with Ctrl-C or SIGTERM.`,
 	f := cmd.Flags()
 	f.IntVar(&cfg.WebhookPort, "webhook-port", 9443, "admission webhook's port (loopback only)")
 	f.Float64Var(&cfg.CPUOvercommit, "cpu-overcommit", 8, "sandboxes' vCPUs this machine accepts per CPU (CPU is shared, never memory); 1 guarantees every sandbox its whole size")
+	f.Float64Var(&cfg.MemoryOvercommit, "memory-overcommit", 1, "sandboxes' memory this machine accepts per byte; above 1 the host may OOM-kill sandboxes (dense test machines only)")
+	f.Float64Var(&cfg.DiskOvercommit, "disk-overcommit", 10, "sandboxes' ephemeral storage this machine accepts per byte of its disk (scratch space is sparse)")
 	f.IntVar(&cfg.RegistryPort, "registry-port", 5000, "local OCI registry's port (loopback only); -1 disables it")
 	f.BoolVar(&cfg.DisableController, "disable-controller", false, "run only the Kubernetes control plane; Vessel's controller runs elsewhere (vessel controller --kubeconfig)")
 	f.BoolVar(&noDefaultProfile, "no-default-profile", false, "do not create the Subnet and VesselProfile \"default\" for namespace default")

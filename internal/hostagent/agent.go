@@ -61,6 +61,14 @@ type Config struct {
 	// sandbox can use its whole size at once, as on Fargate). CPU is compressible, so a
 	// single-machine cluster may trade that guarantee for more sandboxes; memory never is.
 	CPUOvercommit float64
+	// MemoryOvercommit multiplies the memory in the measured capacity (default 1). Above 1,
+	// sandboxes can be OOM-killed by the host rather than by their own limit; for dense test
+	// and benchmark machines only.
+	MemoryOvercommit float64
+	// DiskOvercommit multiplies the data directory's filesystem size in the ephemeral-storage
+	// capacity (default 1). Sandbox scratch space is sparse, so a host running small pods that
+	// write little may accept far more than its disk holds.
+	DiskOvercommit float64
 	// DataDir holds pod volumes and logs (see names.go); required.
 	DataDir string
 	// ClusterDNS are the nameservers put in sandboxes' resolv.conf (cluster DNS); empty: none
@@ -96,6 +104,12 @@ func (c *Config) defaults() error {
 	setDefault(&c.MaxSandboxes, 110)
 	if c.CPUOvercommit < 1 {
 		c.CPUOvercommit = 1
+	}
+	if c.MemoryOvercommit < 1 {
+		c.MemoryOvercommit = 1
+	}
+	if c.DiskOvercommit < 1 {
+		c.DiskOvercommit = 1
 	}
 	setDefault(&c.ClusterDomain, "cluster.local")
 	setDefault(&c.PollInterval, time.Second)

@@ -315,11 +315,11 @@ func TestContainerStatus(t *testing.T) {
 
 func TestCapacity(t *testing.T) {
 	m := machine{CPUs: 4, MemoryBytes: 16 << 30, DiskBytes: 100<<30 + 12345}
-	got := capacity(m, corev1.ResourceList{corev1.ResourcePods: resource.MustParse("20")}, 1<<30, 110, 1)
+	got := capacity(m, corev1.ResourceList{corev1.ResourcePods: resource.MustParse("20")}, 1<<30, 110, 1, 1, 1)
 	if got.Cpu().MilliValue() != 4000 || got.Memory().Value() != 15<<30 || got.StorageEphemeral().Value() != 100<<30 || got.Pods().Value() != 20 {
 		t.Errorf("capacity %v", got)
 	}
-	small := capacity(machine{CPUs: 1, MemoryBytes: 1 << 30}, nil, 1<<30, 110, 1)
+	small := capacity(machine{CPUs: 1, MemoryBytes: 1 << 30}, nil, 1<<30, 110, 1, 1, 1)
 	if small.Memory().Value() != 512<<20 {
 		t.Errorf("reserve must leave half of a small machine: %v", small.Memory())
 	}

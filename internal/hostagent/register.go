@@ -42,12 +42,12 @@ func measureMachine(dataDir string) machine {
 }
 
 // capacity is the Host's capacity: overrides win, the rest comes from the machine.
-func capacity(m machine, overrides corev1.ResourceList, reserve, maxSandboxes int64, cpuOvercommit float64) corev1.ResourceList {
-	mem := m.MemoryBytes - min(reserve, m.MemoryBytes/2)
+func capacity(m machine, overrides corev1.ResourceList, reserve, maxSandboxes int64, cpuOvercommit, memOvercommit, diskOvercommit float64) corev1.ResourceList {
+	mem := int64(float64(m.MemoryBytes-min(reserve, m.MemoryBytes/2)) * max(memOvercommit, 1))
 	out := corev1.ResourceList{
 		corev1.ResourceCPU:              *resource.NewMilliQuantity(int64(float64(m.CPUs)*1000*max(cpuOvercommit, 1)), resource.DecimalSI),
 		corev1.ResourceMemory:           *resource.NewQuantity(mem>>20<<20, resource.BinarySI),
-		corev1.ResourceEphemeralStorage: *resource.NewQuantity(m.DiskBytes>>30<<30, resource.BinarySI),
+		corev1.ResourceEphemeralStorage: *resource.NewQuantity(int64(float64(m.DiskBytes)*max(diskOvercommit, 1))>>30<<30, resource.BinarySI),
 		corev1.ResourcePods:             *resource.NewQuantity(maxSandboxes, resource.DecimalSI),
 	}
 	for k, v := range overrides {
@@ -62,7 +62,7 @@ func (a *Agent) register(ctx context.Context) error {
 	_, _ = a.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: vesselv1.SystemNamespace}}, metav1.CreateOptions{})
 	spec := vesselv1.HostSpec{
 		Address: a.cfg.Address, KubeletPort: a.cfg.KubeletPort, Isolation: a.cfg.Isolation, Zone: a.cfg.Zone,
-		Capacity: capacity(measureMachine(a.cfg.DataDir), a.cfg.Capacity, a.cfg.MemoryReserve, a.cfg.MaxSandboxes, a.cfg.CPUOvercommit),
+		Capacity: capacity(measureMachine(a.cfg.DataDir), a.cfg.Capacity, a.cfg.MemoryReserve, a.cfg.MaxSandboxes, a.cfg.CPUOvercommit, a.cfg.MemoryOvercommit, a.cfg.DiskOvercommit),
 	}
 	var h vesselv1.Host
 	err := a.client.Get(ctx, client.ObjectKey{Name: a.cfg.HostName}, &h)

@@ -44,6 +44,7 @@ func newHostAgent(cfg Config, p datadir.Paths, restCfg *rest.Config) (*hostagent
 	}
 	return hostagent.New(hostagent.Config{
 		HostName: name, Address: addr, DataDir: p.HostData, Isolation: cfg.Isolation,
-		CPUOvercommit: cfg.CPUOvercommit, Logger: cfg.Logger,
+		CPUOvercommit: cfg.CPUOvercommit, MemoryOvercommit: cfg.MemoryOvercommit,
+		DiskOvercommit: cfg.DiskOvercommit, Logger: cfg.Logger,
 	}, restCfg, rt, store, nm)
 }

@@ -49,7 +49,7 @@ type Config struct {
 	// control plane's advertise address.
 	HostName, HostAddress string
 	// CPUOvercommit multiplies this machine's CPUs in its Host capacity (see hostagent.Config).
-	CPUOvercommit float64
+	CPUOvercommit, MemoryOvercommit, DiskOvercommit float64
 	// ShimArgv starts the oci runtime's per-container shim; default: this executable's `shim`.
 	ShimArgv []string
 	Logger   *slog.Logger
