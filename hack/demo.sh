@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# README command 1: build Vessel, bring it up on its embedded default and run the demo.
+# README command 1: build Vessel, bring it up on its embedded default and run the demo: a
+# 3-replica Deployment of the demo server, each pod in its own sandbox with its own IP and node.
 # Vessel keeps running in the background afterwards; the script prints how to stop it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,22 @@ done
 grep '^Vessel is ready' "$log" || { echo "vessel up not ready after 60s, see $log"; exit 1; }
 
 export KUBECONFIG="$data_dir/kubeconfig"
-echo "+ kubectl get ns"
-kubectl get ns
+registry=$(sed -n 's/^Local registry: \([^ ]*\).*/\1/p' "$log")
+set -x
+# The demo image: a static HTTP server answering with its pod's name, built here and pushed to
+# Vessel's local registry (no internet needed).
+./bin/vessel image build-demo --registry "$registry"
+kubectl create deployment demo --image="$registry/vessel/demo:latest" --replicas=3 --port=8080 \
+	--dry-run=client -o yaml | kubectl apply -f -
+kubectl rollout status deployment/demo --timeout=120s
+kubectl get pods -o wide
+kubectl get nodes
+set +x
+for ip in $(kubectl get pods -l app=demo -o jsonpath='{.items[*].status.podIP}'); do
+	echo "+ curl http://$ip:8080/"
+	curl -fsS --max-time 5 "http://$ip:8080/"
+done
 echo
-echo "Vessel is running (pid $pid, log $log). Stop it with: kill $pid"
+echo "Vessel is running (pid $pid, log $log)."
+echo "Sandboxes outlive vessel up on purpose (the next start adopts them). To stop everything:"
+echo "  kubectl delete deployment demo && kill $pid"
