@@ -56,6 +56,12 @@ func newAPIServer(ctx context.Context, p datadir.Paths, cfg Config, l net.Listen
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 		"--proxy-client-cert-file=" + p.FrontProxyClientCert,
 		"--proxy-client-key-file=" + p.FrontProxyClientKey,
+		// Vessel nodes point at their host agent's kubelet API, served with a certificate from
+		// the cluster CA, at the host's address.
+		"--kubelet-client-certificate=" + p.KubeletClientCert,
+		"--kubelet-client-key=" + p.KubeletClientKey,
+		"--kubelet-certificate-authority=" + p.CACert,
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
 	}
 	if cfg.AdvertiseAddress != "" {
 		args = append(args, "--advertise-address="+cfg.AdvertiseAddress)

@@ -46,6 +46,8 @@ func ensureCertificates(p datadir.Paths, cfg Config) (*pki.CA, error) {
 		{ca, p.EtcdClientCert, p.EtcdClientKey, pki.Leaf{CommonName: "kube-apiserver-etcd-client", Client: true}},
 		{ca, p.AdminCert, p.AdminKey, pki.Leaf{CommonName: "vessel-admin", Organization: []string{"system:masters"}, Client: true}},
 		{ca, p.ControllerManagerCert, p.ControllerManagerKey, pki.Leaf{CommonName: "system:kube-controller-manager", Client: true}},
+		// kube-apiserver → host agents' kubelet API (logs, exec, port-forward).
+		{ca, p.KubeletClientCert, p.KubeletClientKey, pki.Leaf{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}, Client: true}},
 		{frontProxyCA, p.FrontProxyClientCert, p.FrontProxyClientKey, pki.Leaf{CommonName: "front-proxy-client", Client: true}},
 	}
 	for _, l := range leaves {

@@ -58,6 +58,10 @@ type Paths struct {
 	FrontProxyClientCert              string
 	FrontProxyClientKey               string
 	WebhookCert, WebhookKey           string
+	KubeletClientCert                 string // the apiserver's identity towards host agents
+	KubeletClientKey                  string
+	KubeletServingCert                string // this machine's host agent's kubelet API
+	KubeletServingKey                 string
 	ServiceAccountKey                 string
 	ServiceAccountPub                 string
 	ControllerManagerKubeconfig       string
@@ -94,6 +98,10 @@ func New(root string) Paths {
 		FrontProxyClientCert:        j("front-proxy-client.crt"),
 		FrontProxyClientKey:         j("front-proxy-client.key"),
 		WebhookCert:                 j("webhook.crt"),
+		KubeletClientCert:           j("kubelet-client.crt"),
+		KubeletClientKey:            j("kubelet-client.key"),
+		KubeletServingCert:          j("kubelet.crt"),
+		KubeletServingKey:           j("kubelet.key"),
 		WebhookKey:                  j("webhook.key"),
 		ServiceAccountKey:           j("service-account.key"),
 		ServiceAccountPub:           j("service-account.pub"),

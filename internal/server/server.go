@@ -45,6 +45,9 @@ type Config struct {
 	DisableHost, DisableScheduler bool
 	// RegistryPort is the local OCI registry's loopback port; 0 picks a free one, -1 disables it.
 	RegistryPort int
+	// KubeletPort is where this machine's host serves the kubelet API (every interface); 0
+	// picks a free one.
+	KubeletPort int
 	// HostName and HostAddress identify this machine as a Host; defaults: the host name and the
 	// control plane's advertise address.
 	HostName, HostAddress string
@@ -63,11 +66,12 @@ func (e *RegistryPortError) Unwrap() error { return e.Err }
 
 // Server is a running `vessel up`.
 type Server struct {
-	cp       *controlplane.Embedded
-	registry *registry.Server
-	ready    chan struct{}
-	done     chan struct{}
-	err      error
+	cp        *controlplane.Embedded
+	registry  *registry.Server
+	kubeletLn net.Listener
+	ready     chan struct{}
+	done      chan struct{}
+	err       error
 }
 
 // Start starts the local registry and the control plane and, once the API is ready, the rest in
@@ -102,6 +106,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 
+	var kubeletLn net.Listener
+	if !cfg.DisableHost && !cfg.DisableController {
+		var err error
+		if kubeletLn, err = listenKubelet(cfg.KubeletPort); err != nil {
+			if reg != nil {
+				reg.Close()
+			}
+			return nil, err
+		}
+	}
+
 	cpCtx, cpCancel := context.WithCancel(context.Background())
 	cp, err := controlplane.Start(cpCtx, cfg.ControlPlane)
 	if err != nil {
@@ -109,11 +124,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		if reg != nil {
 			reg.Close()
 		}
+		if kubeletLn != nil {
+			kubeletLn.Close()
+		}
 		return nil, err
 	}
-	s := &Server{cp: cp, registry: reg, ready: make(chan struct{}), done: make(chan struct{})}
+	s := &Server{cp: cp, registry: reg, kubeletLn: kubeletLn, ready: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
+		if kubeletLn != nil {
+			defer kubeletLn.Close()
+		}
 		s.err = s.run(ctx, cfg, webhookListen)
 		cpCancel()
 		<-cp.Done()
@@ -210,14 +231,15 @@ func (s *Server) run(ctx context.Context, cfg Config, webhookListen string) erro
 		}
 	}
 	if !cfg.DisableHost {
-		agent, err := newHostAgent(cfg, p, rest)
+		h, err := newHost(cfg, p, rest, ca, s.kubeletLn)
 		if err != nil {
 			return err
 		}
-		goPart("host agent", agent.Run)
-		if err := waitFor(agent.Ready()); err != nil {
+		goPart("host agent", h.agent.Run)
+		if err := waitFor(h.agent.Ready()); err != nil {
 			return ignoreCancel(err)
 		}
+		goPart("kubelet API", h.serveKubelet)
 	}
 	close(s.ready)
 	select {
