@@ -72,11 +72,11 @@ const (
 func newHostFixture(t *testing.T) *hostFixture {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		t.Fatal("needs root: run the suite as root (see README)")
 	}
 	for _, bin := range []string{"runc", "busybox"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs %s", bin)
+			t.Fatalf("needs %s: .ci/run installs it", bin)
 		}
 	}
 	env := testenv.Get(t)
@@ -90,6 +90,13 @@ func newHostFixture(t *testing.T) *hostFixture {
 	dir := t.TempDir()
 	f := &hostFixture{env: env, c: c, dir: dir, netnsDir: filepath.Join(dir, "netns"), nextIP: 10}
 	ctx := context.Background()
+	// Runs last: the netns directory's own mount, and the Host and its Lease, which later
+	// tests' schedulers would otherwise see as a (lost) host.
+	t.Cleanup(func() {
+		forceCleanHost(dir)
+		_ = c.Delete(context.Background(), &vesselv1.Host{ObjectMeta: metav1.ObjectMeta{Name: hostName}})
+		_ = env.Client.CoordinationV1().Leases(vesselv1.SystemNamespace).Delete(context.Background(), hostName, metav1.DeleteOptions{})
+	})
 
 	reg, err := registry.New(filepath.Join(dir, "registry"), registry.Options{Addr: "127.0.0.1:0"})
 	if err != nil {

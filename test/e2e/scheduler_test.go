@@ -182,7 +182,7 @@ func (e *schedEnv) host(t *testing.T, name string, pods int64) string {
 	e.create(t, &vesselv1.Host{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: vesselv1.HostSpec{
-			Address: "127.0.0.1", KubeletPort: 10250, Isolation: vesselv1.IsolationMicroVM,
+			Address: "127.0.0.1", KubeletPort: 10250, Isolation: vesselv1.IsolationOCI,
 			Capacity: corev1.ResourceList{
 				corev1.ResourceCPU:              resource.MustParse("64"),
 				corev1.ResourceMemory:           resource.MustParse("256Gi"),
@@ -211,7 +211,7 @@ func (e *schedEnv) pod(t *testing.T, name, profile string, mods ...func(*corev1.
 			Labels: map[string]string{vesselv1.LabelProfile: profile},
 			Annotations: map[string]string{
 				vesselv1.AnnotationCapacityProvisioned: "0.25vCPU 0.5GB",
-				vesselv1.AnnotationIsolation:           string(vesselv1.IsolationMicroVM),
+				vesselv1.AnnotationIsolation:           string(vesselv1.IsolationOCI),
 			},
 		},
 		Spec: corev1.PodSpec{
@@ -365,7 +365,7 @@ func TestSchedulerPlacesPodOnSandboxAndNode(t *testing.T) {
 		t.Errorf("sandbox finalizers %v labels %v", sb.Finalizers, sb.Labels)
 	}
 	if len(sb.Spec.Containers) != 1 || sb.Spec.Containers[0].Image != "registry.local/demo:1" ||
-		sb.Spec.RestartPolicy != corev1.RestartPolicyOnFailure || sb.Spec.Isolation != vesselv1.IsolationMicroVM || sb.Spec.Hostname != "web" {
+		sb.Spec.RestartPolicy != corev1.RestartPolicyOnFailure || sb.Spec.Isolation != vesselv1.IsolationOCI || sb.Spec.Hostname != "web" {
 		t.Errorf("sandbox spec = %+v", sb.Spec)
 	}
 
@@ -399,7 +399,7 @@ func TestSchedulerPlacesPodOnSandboxAndNode(t *testing.T) {
 		t.Errorf("node addresses = %v", node.Status.Addresses)
 	}
 	if node.Status.DaemonEndpoints.KubeletEndpoint.Port != 10250 || node.Annotations[vesselv1.AnnotationSandbox] != sb.Name ||
-		node.Status.NodeInfo.ContainerRuntimeVersion != "vessel-microvm" || node.Status.NodeInfo.KubeletVersion == "" {
+		node.Status.NodeInfo.ContainerRuntimeVersion != "vessel-oci" || node.Status.NodeInfo.KubeletVersion == "" {
 		t.Errorf("node endpoints %v annotations %v info %+v", node.Status.DaemonEndpoints, node.Annotations, node.Status.NodeInfo)
 	}
 
@@ -659,7 +659,7 @@ func TestSchedulerFinishesHalfDoneWork(t *testing.T) {
 			Size:       vesselv1.SandboxSize{MilliVCPU: 250, MemoryMiB: 512, DiskGiB: 20},
 			Host:       host,
 			Network:    vesselv1.SandboxNetwork{Subnet: sub, IP: "10.67.1.77", MAC: "02:56:0a:43:01:4d", Gateway: "10.67.1.1", PrefixLength: 24},
-			Isolation:  vesselv1.IsolationMicroVM,
+			Isolation:  vesselv1.IsolationOCI,
 			Containers: pod.Spec.Containers,
 		},
 	}
