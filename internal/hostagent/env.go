@@ -1,6 +1,8 @@
 package hostagent
 
 import (
+	"k8s.io/kubernetes/third_party/forked/golang/expansion"
+
 	"context"
 	"errors"
 	"fmt"
@@ -93,7 +95,12 @@ func resolveEnv(ctx context.Context, c *corev1.Container, pod *corev1.Pod, facts
 	}
 	for _, e := range c.Env {
 		if e.ValueFrom == nil {
-			set(e.Name, expand(e.Value, lookup))
+			set(e.Name, expansion.Expand(e.Value, func(name string) string {
+				if v, ok := lookup(name); ok {
+					return v
+				}
+				return "$(" + name + ")" // unknown references stay as written, like the kubelet
+			}))
 			continue
 		}
 		v, skip, err := envValueFrom(ctx, c, pod, facts, objs, e.ValueFrom)
@@ -283,42 +290,6 @@ func ceilDiv(a, b int64) int64 {
 		return a
 	}
 	return (a + b - 1) / b
-}
-
-// expand implements Kubernetes' $(VAR) references: a defined variable is replaced, an undefined
-// one is left as written, and $$ is a literal $.
-func expand(s string, lookup func(string) (string, bool)) string {
-	if !strings.Contains(s, "$") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '$' || i+1 >= len(s) {
-			b.WriteByte(s[i])
-			continue
-		}
-		switch s[i+1] {
-		case '$':
-			b.WriteByte('$')
-			i++
-		case '(':
-			end := strings.IndexByte(s[i+2:], ')')
-			if end < 0 {
-				b.WriteString(s[i:])
-				return b.String()
-			}
-			name := s[i+2 : i+2+end]
-			if v, ok := lookup(name); ok && name != "" {
-				b.WriteString(v)
-			} else {
-				b.WriteString(s[i : i+3+end])
-			}
-			i += 2 + end
-		default:
-			b.WriteByte('$')
-		}
-	}
-	return b.String()
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

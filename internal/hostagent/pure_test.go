@@ -39,28 +39,6 @@ func (f fakeObjects) Secret(_ context.Context, _, name string) (*corev1.Secret, 
 	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, name)
 }
 
-func TestExpand(t *testing.T) {
-	vars := map[string]string{"A": "1", "B": "two"}
-	lookup := func(n string) (string, bool) { v, ok := vars[n]; return v, ok }
-	for in, want := range map[string]string{
-		"plain":        "plain",
-		"$(A)":         "1",
-		"x$(A)y$(B)z":  "x1ytwoz",
-		"$(MISSING)":   "$(MISSING)",
-		"$$(A)":        "$(A)",
-		"$$":           "$",
-		"$(A":          "$(A",
-		"cost $5":      "cost $5",
-		"$()":          "$()",
-		"trailing $":   "trailing $",
-		"$(A)$(A)$(B)": "11two",
-	} {
-		if got := expand(in, lookup); got != want {
-			t.Errorf("expand(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestResolveEnv(t *testing.T) {
 	objs := fakeObjects{
 		cms:     map[string]*corev1.ConfigMap{"cm": {Data: map[string]string{"k": "v", "b": "2", "bad=key": "x"}}},

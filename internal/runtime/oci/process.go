@@ -1,6 +1,8 @@
 package oci
 
 import (
+	"k8s.io/kubernetes/third_party/forked/golang/expansion"
+
 	"strings"
 
 	"github.com/vessel-dev/vessel/internal/runtime"
@@ -50,7 +52,7 @@ func processArgs(img runtime.ImageConfig, command, args []string, env []string) 
 	expandAll := func(in []string) []string {
 		out := make([]string, len(in))
 		for i, s := range in {
-			out[i] = expand(s, vars)
+			out[i] = expansion.Expand(s, expansion.MappingFuncFor(vars))
 		}
 		return out
 	}
@@ -62,43 +64,6 @@ func processArgs(img runtime.ImageConfig, command, args []string, env []string) 
 		}
 	}
 	return append(append([]string{}, command...), args...)
-}
-
-// expand implements Kubernetes' $(VAR) syntax: $(NAME) becomes the value of
-// NAME when defined and stays literally otherwise, $$ is an escaped $, and
-// any other $ is kept as is.
-func expand(s string, vars map[string]string) string {
-	if !strings.Contains(s, "$") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '$' || i+1 == len(s) {
-			b.WriteByte(s[i])
-			continue
-		}
-		switch s[i+1] {
-		case '$':
-			b.WriteByte('$')
-			i++
-		case '(':
-			end := strings.IndexByte(s[i+2:], ')')
-			if end < 0 {
-				b.WriteString(s[i:])
-				return b.String()
-			}
-			name := s[i+2 : i+2+end]
-			if v, ok := vars[name]; ok {
-				b.WriteString(v)
-			} else {
-				b.WriteString(s[i : i+3+end])
-			}
-			i += 2 + end
-		default:
-			b.WriteByte('$')
-		}
-	}
-	return b.String()
 }
 
 // workingDir picks the container's, else the image's, else "/".
