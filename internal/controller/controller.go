@@ -139,7 +139,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 
 	handler, err := admission.New(admission.Config{Isolation: c.cfg.Isolation, Logger: c.log},
-		cacheLister{mgr.GetCache()}, cacheLister{mgr.GetCache()},
+		// Profiles from the cache: every pod CREATE lists them. Subnets straight from the API:
+		// only profile and subnet writes list them, and a Subnet created a moment before its
+		// profile (one kubectl apply) must already count.
+		cacheLister{mgr.GetCache()}, cacheLister{mgr.GetAPIReader()},
 		admission.NewSARAuthorizer(clientset.AuthorizationV1().SubjectAccessReviews()))
 	if err != nil {
 		return err

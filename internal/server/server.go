@@ -168,10 +168,12 @@ func (s *Server) run(ctx context.Context, cfg Config, webhookListen string) erro
 		}
 	}
 
+	// Deferred in this order so that, on any return, the parts are first told to stop and then
+	// waited for: they stop before run returns, and so before the control plane.
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait() // parts stop before run returns, and so before the control plane
 	failed := make(chan error, 4)
 	goPart := func(name string, run func(context.Context) error) {
 		wg.Add(1)
