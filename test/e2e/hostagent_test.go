@@ -547,6 +547,24 @@ func TestHostAgent(t *testing.T) {
 				t.Errorf("phase %s ready %s", got.Status.Phase, podCondition(got, corev1.PodReady))
 			}
 			f.expectEvents(t, got, "BackOff")
+
+			// The back-off grows: the wait before restart 3 is longer than before restart 2
+			// (10 s, then 20 s by default; seen from here, so with a margin, not exact).
+			seen := map[int32]time.Time{}
+			f.expectPod(t, p, 2*time.Minute, "restart 3", func(p *corev1.Pod) error {
+				if s := p.Status.ContainerStatuses; len(s) == 1 {
+					if _, ok := seen[s[0].RestartCount]; !ok {
+						seen[s[0].RestartCount] = time.Now()
+					}
+					if s[0].RestartCount >= 3 {
+						return nil
+					}
+				}
+				return fmt.Errorf("not yet")
+			})
+			if t2, t3 := seen[2], seen[3]; !t2.IsZero() && !t3.IsZero() && t3.Sub(t2) < 15*time.Second {
+				t.Errorf("restart 3 came %s after restart 2; the back-off should have grown to 20 s", t3.Sub(t2).Round(time.Second))
+			}
 		})
 
 		t.Run("memory hog is OOMKilled", func(t *testing.T) {
