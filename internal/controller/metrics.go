@@ -183,7 +183,7 @@ func registerMetricsAPI(ctx context.Context, c client.Client, host string, port 
 			eps.Labels = map[string]string{}
 		}
 		eps.Labels[discoveryv1.LabelServiceName] = MetricsServiceName
-		eps.Labels[discoveryv1.LabelManagedBy] = "vessel.dev/controller"
+		eps.Labels[discoveryv1.LabelManagedBy] = "controller.vessel.dev"
 		eps.AddressType = discoveryv1.AddressTypeIPv4
 		eps.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}}
 		eps.Ports = []discoveryv1.EndpointPort{{Name: ptr.To("https"), Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To(int32(port))}}

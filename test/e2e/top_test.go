@@ -108,7 +108,10 @@ func TestKubectlTop(t *testing.T) {
 		if cpuOf(m) < 50 || cpuOf(idle) >= cpuOf(m)/2 {
 			return fmt.Errorf("burner %dm, idle %dm", cpuOf(m), cpuOf(idle))
 		}
-		t.Logf("second sample: burner %dm over %v at %v, idle %dm", cpuOf(m), m.Window.Duration, m.Timestamp.Time, cpuOf(idle))
+		if mem := m.Containers[0].Usage.Memory().Value(); mem <= 0 {
+			return fmt.Errorf("burner's working set %d", mem)
+		}
+		t.Logf("second sample: burner %dm, %s over %v at %v, idle %dm", cpuOf(m), m.Containers[0].Usage.Memory(), m.Window.Duration, m.Timestamp.Time, cpuOf(idle))
 		return nil
 	})
 
