@@ -132,6 +132,11 @@ func TestKubectlTop(t *testing.T) {
 		t.Logf("kubectl top nodes:\n%s", out)
 		return nil
 	})
+	// The aggregator passes the real user on; the metrics API asks the apiserver about them.
+	out, code = s.kubectl(t, "top", "pods", "--as", "nobody")
+	if code == 0 || !strings.Contains(strings.ToLower(out), "forbidden") {
+		t.Errorf("kubectl top pods --as nobody: exit %d, want forbidden:\n%s", code, out)
+	}
 	out, code = s.kubectl(t, "top", "node", burnerNode)
 	if code != 0 || !strings.Contains(out, burnerNode) {
 		t.Errorf("kubectl top node %s: exit %d:\n%s", burnerNode, code, out)
