@@ -51,7 +51,8 @@ func ControlPlane(ctx context.Context, w io.Writer, o ControlPlaneOptions) error
 		}
 		args := []string{"up", "--data-dir", dir, "--bind-address", "127.0.0.1",
 			"--https-port", strconv.Itoa(ports[0]), "--etcd-client-port", strconv.Itoa(ports[1]),
-			"--etcd-peer-port", strconv.Itoa(ports[2]), "--webhook-port", strconv.Itoa(ports[3])}
+			"--etcd-peer-port", strconv.Itoa(ports[2]), "--webhook-port", strconv.Itoa(ports[3]),
+			"--metrics-port", "0"}
 		for pass := range 2 {
 			p, took, api, err := startUntilReady(ctx, o, args, dir)
 			if err != nil {

@@ -80,6 +80,7 @@ and survives restarts. Stop with Ctrl-C or SIGTERM.`,
 	f.Float64Var(&cfg.CPUOvercommit, "cpu-overcommit", 8, "sandboxes' vCPUs this machine accepts per CPU (CPU is shared, never memory); 1 guarantees every sandbox its whole size")
 	f.Float64Var(&cfg.MemoryOvercommit, "memory-overcommit", 1, "sandboxes' memory this machine accepts per byte; above 1 the host may OOM-kill sandboxes (dense test machines only)")
 	f.Float64Var(&cfg.DiskOvercommit, "disk-overcommit", 10, "sandboxes' ephemeral storage this machine accepts per byte of its disk (scratch space is sparse)")
+	f.IntVar(&cfg.MetricsPort, "metrics-port", 4443, "port of the metrics API behind kubectl top (on the host address; the apiserver dials it); -1 disables it")
 	f.IntVar(&cfg.KubeletPort, "kubelet-port", 10250, "this machine's kubelet API port (logs, exec, port-forward of its pods)")
 	f.IntVar(&cfg.RegistryPort, "registry-port", 5000, "local OCI registry's port (loopback only); -1 disables it")
 	f.BoolVar(&cfg.DisableController, "disable-controller", false, "run only the Kubernetes control plane; Vessel's controller runs elsewhere (vessel controller --kubeconfig)")
@@ -109,6 +110,10 @@ func explainStartError(err error) error {
 	var webhook *controller.PortInUseError
 	if errors.As(err, &webhook) {
 		return fmt.Errorf("%w: stop the process listening there or choose another port with --webhook-port", err)
+	}
+	var metrics *controller.MetricsPortError
+	if errors.As(err, &metrics) {
+		return fmt.Errorf("%w: stop the process listening there, choose another port with --metrics-port, or disable kubectl top with --metrics-port=-1", err)
 	}
 	var kubelet *server.KubeletPortError
 	if errors.As(err, &kubelet) {

@@ -49,7 +49,10 @@ type Config struct {
 	CertFile, KeyFile string
 	// Isolation is what this installation's hosts provide, recorded on every admitted pod.
 	Isolation vesselv1.Isolation
-	Logger    *slog.Logger
+	// Metrics, when set, serves metrics.k8s.io (kubectl top) and registers it with the
+	// aggregator. The controller closes its listener.
+	Metrics *MetricsConfig
+	Logger  *slog.Logger
 }
 
 // Controller is Vessel's cluster-side process. Create it with New, then Run it.
@@ -107,6 +110,9 @@ func (c *Controller) Ready() <-chan struct{} { return c.ready }
 // Run runs everything until ctx ends or a component fails, and returns that failure.
 func (c *Controller) Run(ctx context.Context) error {
 	defer c.listener.Close()
+	if c.cfg.Metrics != nil {
+		defer c.cfg.Metrics.Listener.Close()
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ctrllog.SetLogger(logr.FromSlogHandler(c.log.Handler()))
@@ -148,7 +154,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	go func() { errs <- mgr.Start(ctx) }()
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
 		return fmt.Errorf("controller caches did not sync: %w", errors.Join(ctx.Err(), drain(errs)))
@@ -179,6 +185,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	}()
 	if err := c.registerWebhooks(ctx, clientset); err != nil {
 		return err
+	}
+	if c.cfg.Metrics != nil {
+		stop, err := c.startMetricsAPI(ctx, clientset, mgr.GetCache(), errs)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	close(c.ready)
 	c.log.Info("vessel controller ready", "webhook", c.webhookURL())

@@ -58,6 +58,7 @@ type Paths struct {
 	FrontProxyClientCert              string
 	FrontProxyClientKey               string
 	WebhookCert, WebhookKey           string
+	MetricsCert, MetricsKey           string // the metrics API's serving certificate
 	KubeletClientCert                 string // the apiserver's identity towards host agents
 	KubeletClientKey                  string
 	KubeletServingCert                string // this machine's host agent's kubelet API
@@ -98,6 +99,8 @@ func New(root string) Paths {
 		FrontProxyClientCert:        j("front-proxy-client.crt"),
 		FrontProxyClientKey:         j("front-proxy-client.key"),
 		WebhookCert:                 j("webhook.crt"),
+		MetricsCert:                 j("metrics.crt"),
+		MetricsKey:                  j("metrics.key"),
 		KubeletClientCert:           j("kubelet-client.crt"),
 		KubeletClientKey:            j("kubelet-client.key"),
 		KubeletServingCert:          j("kubelet.crt"),

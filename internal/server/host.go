@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/vessel-dev/vessel/internal/controller"
 	"github.com/vessel-dev/vessel/internal/controlplane"
 	"github.com/vessel-dev/vessel/internal/datadir"
 	"github.com/vessel-dev/vessel/internal/hostagent"
@@ -31,18 +32,9 @@ type host struct {
 // under the data directory, the agent that drives them, and the kubelet API its nodes point
 // at. kubeletLn is the kubelet API's listener, opened (and checked) by the caller.
 func newHost(cfg Config, p datadir.Paths, restCfg *rest.Config, ca *pki.CA, kubeletLn net.Listener) (*host, error) {
-	name, addr := cfg.HostName, cfg.HostAddress
+	name, addr := cfg.HostName, hostAddress(cfg)
 	if name == "" {
 		name = hostName()
-	}
-	if addr == "" {
-		addr = cfg.ControlPlane.AdvertiseAddress
-	}
-	if addr == "" {
-		addr = controlplane.DefaultAdvertiseAddress()
-	}
-	if addr == "" {
-		addr = "127.0.0.1"
 	}
 	nm, err := network.New(network.Config{NetnsDir: p.NetnsDir, Logger: cfg.Logger})
 	if err != nil {
@@ -114,3 +106,29 @@ func (e *KubeletPortError) Error() string {
 	return fmt.Sprintf("kubelet API port %d: %v", e.Port, e.Err)
 }
 func (e *KubeletPortError) Unwrap() error { return e.Err }
+
+// hostAddress is this machine's address as a Host: --host-address, the advertise address, the
+// first global IPv4 address, or 127.0.0.1.
+func hostAddress(cfg Config) string {
+	for _, a := range []string{cfg.HostAddress, cfg.ControlPlane.AdvertiseAddress, controlplane.DefaultAdvertiseAddress()} {
+		if a != "" {
+			return a
+		}
+	}
+	return "127.0.0.1"
+}
+
+// listenMetrics opens the metrics API's port on the host address, which the apiserver's
+// aggregator dials through an EndpointSlice; it returns nil when that address is a loopback
+// one, which EndpointSlices refuse.
+func listenMetrics(cfg Config) (net.Listener, error) {
+	addr := hostAddress(cfg)
+	if ip := net.ParseIP(addr); ip == nil || ip.IsLoopback() {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(cfg.MetricsPort)))
+	if err != nil {
+		return nil, &controller.MetricsPortError{Addr: net.JoinHostPort(addr, strconv.Itoa(cfg.MetricsPort)), Err: err}
+	}
+	return ln, nil
+}

@@ -45,6 +45,10 @@ type Config struct {
 	DisableHost, DisableScheduler bool
 	// RegistryPort is the local OCI registry's loopback port; 0 picks a free one, -1 disables it.
 	RegistryPort int
+	// MetricsPort is where the controller serves metrics.k8s.io (kubectl top) to the
+	// apiserver's aggregator, on the host address (EndpointSlices refuse loopback ones); 0
+	// picks a free one, -1 disables it.
+	MetricsPort int
 	// KubeletPort is where this machine's host serves the kubelet API (every interface); 0
 	// picks a free one.
 	KubeletPort int
@@ -69,6 +73,7 @@ type Server struct {
 	cp        *controlplane.Embedded
 	registry  *registry.Server
 	kubeletLn net.Listener
+	metricsLn net.Listener
 	ready     chan struct{}
 	done      chan struct{}
 	err       error
@@ -117,23 +122,44 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 
-	cpCtx, cpCancel := context.WithCancel(context.Background())
-	cp, err := controlplane.Start(cpCtx, cfg.ControlPlane)
-	if err != nil {
-		cpCancel()
+	closeAll := func() {
 		if reg != nil {
 			reg.Close()
 		}
 		if kubeletLn != nil {
 			kubeletLn.Close()
 		}
+	}
+	var metricsLn net.Listener
+	if !cfg.DisableController && cfg.MetricsPort >= 0 {
+		var err error
+		if metricsLn, err = listenMetrics(cfg); err != nil {
+			closeAll()
+			return nil, err
+		}
+		if metricsLn == nil {
+			cfg.Logger.Warn("kubectl top disabled: no non-loopback address for the metrics API (set --advertise-address)")
+		}
+	}
+
+	cpCtx, cpCancel := context.WithCancel(context.Background())
+	cp, err := controlplane.Start(cpCtx, cfg.ControlPlane)
+	if err != nil {
+		cpCancel()
+		closeAll()
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
 		return nil, err
 	}
-	s := &Server{cp: cp, registry: reg, kubeletLn: kubeletLn, ready: make(chan struct{}), done: make(chan struct{})}
+	s := &Server{cp: cp, registry: reg, kubeletLn: kubeletLn, metricsLn: metricsLn, ready: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		if kubeletLn != nil {
 			defer kubeletLn.Close()
+		}
+		if metricsLn != nil {
+			defer metricsLn.Close() // also closed by the controller
 		}
 		s.err = s.run(ctx, cfg, webhookListen)
 		cpCancel()
@@ -205,10 +231,22 @@ func (s *Server) run(ctx context.Context, cfg Config, webhookListen string) erro
 		return err
 	}
 	rest := s.cp.RESTConfig()
+	var metrics *controller.MetricsConfig
+	if s.metricsLn != nil {
+		frontProxyCA, err := os.ReadFile(p.FrontProxyCACert)
+		if err != nil {
+			return fmt.Errorf("metrics API: %w", err)
+		}
+		metrics = &controller.MetricsConfig{
+			Listener: s.metricsLn, CertFile: p.MetricsCert, KeyFile: p.MetricsKey,
+			FrontProxyCAPEM:       frontProxyCA,
+			KubeletClientCertFile: p.KubeletClientCert, KubeletClientKeyFile: p.KubeletClientKey,
+		}
+	}
 	ctl, err := controller.New(controller.Config{
 		REST: rest, WebhookListen: webhookListen, CA: ca,
 		CertFile: p.WebhookCert, KeyFile: p.WebhookKey,
-		Isolation: cfg.Isolation, Logger: cfg.Logger,
+		Isolation: cfg.Isolation, Metrics: metrics, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return err

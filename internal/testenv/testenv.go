@@ -111,6 +111,7 @@ func start(ctx context.Context, dir string) (*Env, error) {
 		DisableScheduler: true,
 		DisableHost:      true,
 		RegistryPort:     -1,
+		MetricsPort:      -1,
 		Isolation:        vesselv1.IsolationOCI,
 		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})

@@ -176,14 +176,15 @@ func (p *upProcess) stop(t *testing.T) time.Duration {
 }
 
 func upArgs(t *testing.T, dir string) []string {
-	ports, err := testenv.FreePorts(6)
+	ports, err := testenv.FreePorts(7)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return []string{"--data-dir", dir, "--bind-address", "127.0.0.1",
 		"--https-port", strconv.Itoa(ports[0]), "--etcd-client-port", strconv.Itoa(ports[1]),
 		"--etcd-peer-port", strconv.Itoa(ports[2]), "--webhook-port", strconv.Itoa(ports[3]),
-		"--kubelet-port", strconv.Itoa(ports[4]), "--registry-port", strconv.Itoa(ports[5])}
+		"--kubelet-port", strconv.Itoa(ports[4]), "--registry-port", strconv.Itoa(ports[5]),
+		"--metrics-port", strconv.Itoa(ports[6])}
 }
 
 func restConfigFor(t *testing.T, dir string) *rest.Config {
