@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/remotecommand"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -120,7 +121,34 @@ func (p kubeletProvider) Exec(ctx context.Context, pod *corev1.Pod, container st
 	if s.Stderr != nil {
 		stdio.Stderr = s.Stderr
 	}
+	if s.TTY && s.Resize != nil {
+		resize := make(chan runtime.TerminalSize)
+		stdio.Resize = resize
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go forwardResizes(ctx, s.Resize, resize)
+	}
 	return p.a.rt.Exec(ctx, c.ID, cmd, stdio, s.TTY)
+}
+
+// forwardResizes converts the client's terminal sizes for the runtime until ctx ends or in
+// closes.
+func forwardResizes(ctx context.Context, in <-chan remotecommand.TerminalSize, out chan<- runtime.TerminalSize) {
+	for {
+		select {
+		case size, ok := <-in:
+			if !ok {
+				return
+			}
+			select {
+			case out <- runtime.TerminalSize{Width: size.Width, Height: size.Height}:
+			case <-ctx.Done():
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // Attach needs the runtime to keep the container's stdin and terminal open, which the oci

@@ -693,9 +693,6 @@ func (r *Runtime) removeContainer(ctx context.Context, id runtime.ContainerID) e
 }
 
 func (r *Runtime) Exec(ctx context.Context, id runtime.ContainerID, argv []string, stdio runtime.Stdio, tty bool) (int, error) {
-	if tty {
-		return -1, fmt.Errorf("exec in %s with a tty: %w", id, runtime.ErrUnsupported)
-	}
 	if len(argv) == 0 {
 		return -1, fmt.Errorf("exec in %s: empty command: %w", id, runtime.ErrInvalidArgument)
 	}
@@ -721,7 +718,31 @@ func (r *Runtime) Exec(ctx context.Context, id runtime.ContainerID, argv []strin
 		return -1, fmt.Errorf("exec in %s: %w", id, err)
 	}
 	proc["args"] = argv
-	proc["terminal"] = false
+	proc["terminal"] = tty
+	var initial runtime.TerminalSize
+	if tty {
+		// TERM as kubelet runtimes set it; the image or container may override.
+		env, _ := proc["env"].([]any)
+		hasTerm := false
+		for _, e := range env {
+			if s, ok := e.(string); ok && strings.HasPrefix(s, "TERM=") {
+				hasTerm = true
+			}
+		}
+		if !hasTerm {
+			proc["env"] = append(env, "TERM=xterm")
+		}
+		// A size already waiting is set before the process starts, so its
+		// first look at the terminal sees it.
+		select {
+		case size, ok := <-stdio.Resize:
+			if ok {
+				initial = size
+				proc["consoleSize"] = map[string]uint16{"height": size.Height, "width": size.Width}
+			}
+		default:
+		}
+	}
 	pb, _ := json.Marshal(proc)
 	f, err := os.CreateTemp(dir, "exec-*.json")
 	if err != nil {
@@ -733,6 +754,9 @@ func (r *Runtime) Exec(ctx context.Context, id runtime.ContainerID, argv []strin
 		return -1, fmt.Errorf("exec in %s: %w", id, err)
 	}
 	f.Close()
+	if tty {
+		return r.execTTY(ctx, id, f.Name(), stdio, initial)
+	}
 	cmd := exec.CommandContext(ctx, r.runc, "--root", filepath.Join(r.root, "runc"), "exec", "--process", f.Name(), string(id))
 	// runc exec forwards signals to the process, so SIGTERM ends both,
 	// where killing runc alone would leave the process running.
