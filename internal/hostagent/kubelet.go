@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vesselv1 "github.com/vessel-dev/vessel/api/v1"
+	"github.com/vessel-dev/vessel/internal/crilog"
 	"github.com/vessel-dev/vessel/internal/kubeletapi"
 	"github.com/vessel-dev/vessel/internal/runtime"
 )
@@ -151,10 +152,63 @@ func forwardResizes(ctx context.Context, in <-chan remotecommand.TerminalSize, o
 	}
 }
 
-// Attach needs the runtime to keep the container's stdin and terminal open, which the oci
-// runtime's shim does not do yet.
-func (p kubeletProvider) Attach(context.Context, *corev1.Pod, string, kubeletapi.Streams) error {
-	return fmt.Errorf("attach: %w", runtime.ErrUnsupported)
+// Attach streams the container's output from now on, read from its CRI log: the oci
+// runtime's shim writes the main process's stdout/stderr there and keeps neither a stdin
+// nor a terminal for it. Containers with stdin or tty set in their spec therefore get
+// ErrUnsupported (their process cannot be reached), and client stdin is not read.
+func (p kubeletProvider) Attach(ctx context.Context, pod *corev1.Pod, container string, s kubeletapi.Streams) error {
+	if spec := containerSpec(pod, container); spec != nil && (spec.Stdin || spec.TTY) {
+		return fmt.Errorf("attach to %s/%s container %s: stdin and tty of a container are not kept by this runtime: %w", pod.Namespace, pod.Name, container, runtime.ErrUnsupported)
+	}
+	c, err := p.current(ctx, pod, container)
+	if err != nil {
+		return err
+	}
+	if c.State != runtime.ContainerRunning {
+		return fmt.Errorf("attach to %s/%s container %s: not running: %w", pod.Namespace, pod.Name, container, runtime.ErrFailedPrecondition)
+	}
+	running := func() bool {
+		st, err := p.a.rt.ContainerStatus(context.Background(), c.ID)
+		return err == nil && st.State == runtime.ContainerRunning
+	}
+	zero := int64(0)
+	follow := func(w io.Writer, stream crilog.Stream) error {
+		return crilog.Copy(ctx, w, c.LogPath, crilog.Options{Follow: true, TailLines: &zero, Stream: stream, Running: running})
+	}
+	switch {
+	case s.Stdout != nil && s.Stderr != nil:
+		errc := make(chan error, 1)
+		go func() { errc <- follow(s.Stderr, crilog.StreamStderr) }()
+		err := follow(s.Stdout, crilog.StreamStdout)
+		if err2 := <-errc; err == nil {
+			err = err2
+		}
+		return err
+	case s.Stdout != nil:
+		// With a terminal the client has one output, which gets both streams.
+		stream := crilog.StreamStdout
+		if s.TTY {
+			stream = crilog.StreamAll
+		}
+		return follow(s.Stdout, stream)
+	case s.Stderr != nil:
+		return follow(s.Stderr, crilog.StreamStderr)
+	}
+	return follow(io.Discard, crilog.StreamAll) // still ends when the container does
+}
+
+func containerSpec(pod *corev1.Pod, name string) *corev1.Container {
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i]
+		}
+	}
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == name {
+			return &pod.Spec.InitContainers[i]
+		}
+	}
+	return nil
 }
 
 // PortForward connects from the host to the pod's IP, which the host reaches on its subnet
