@@ -152,13 +152,16 @@ func forwardResizes(ctx context.Context, in <-chan remotecommand.TerminalSize, o
 	}
 }
 
-// Attach streams the container's output from now on, read from its CRI log: the oci
-// runtime's shim writes the main process's stdout/stderr there and keeps neither a stdin
-// nor a terminal for it. Containers with stdin or tty set in their spec therefore get
-// ErrUnsupported (their process cannot be reached), and client stdin is not read.
+// Attach streams the container's output from now on, read from its CRI log (the oci
+// runtime's shim writes the main process's stdout/stderr there), and, for containers with
+// stdin: true, writes the client's stdin to the process's stdin, which the runtime keeps
+// open across attaches (stdinOnce is not honoured: the process never sees EOF). When the
+// client closes stdin the session ends after a short linger for the replies. Containers with
+// tty: true get ErrUnsupported: the runtime keeps no terminal for the main process.
 func (p kubeletProvider) Attach(ctx context.Context, pod *corev1.Pod, container string, s kubeletapi.Streams) error {
-	if spec := containerSpec(pod, container); spec != nil && (spec.Stdin || spec.TTY) {
-		return fmt.Errorf("attach to %s/%s container %s: stdin and tty of a container are not kept by this runtime: %w", pod.Namespace, pod.Name, container, runtime.ErrUnsupported)
+	spec := containerSpec(pod, container)
+	if spec != nil && spec.TTY {
+		return fmt.Errorf("attach to %s/%s container %s: a container terminal (tty: true) is not kept by this runtime: %w", pod.Namespace, pod.Name, container, runtime.ErrUnsupported)
 	}
 	c, err := p.current(ctx, pod, container)
 	if err != nil {
@@ -167,13 +170,37 @@ func (p kubeletProvider) Attach(ctx context.Context, pod *corev1.Pod, container 
 	if c.State != runtime.ContainerRunning {
 		return fmt.Errorf("attach to %s/%s container %s: not running: %w", pod.Namespace, pod.Name, container, runtime.ErrFailedPrecondition)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if s.Stdin != nil && spec != nil && spec.Stdin {
+		w, err := p.a.rt.OpenStdin(ctx, c.ID)
+		if err != nil {
+			return fmt.Errorf("attach to %s/%s container %s: %w", pod.Namespace, pod.Name, container, err)
+		}
+		// Closing w is what ends a write blocked on a full pipe; a Read on the client's stdin
+		// ends when the server closes the connection.
+		stop := context.AfterFunc(ctx, func() { w.Close() })
+		defer stop()
+		go func() {
+			io.Copy(w, s.Stdin)
+			select {
+			case <-time.After(attachLinger):
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	running := func() bool {
 		st, err := p.a.rt.ContainerStatus(context.Background(), c.ID)
 		return err == nil && st.State == runtime.ContainerRunning
 	}
 	zero := int64(0)
 	follow := func(w io.Writer, stream crilog.Stream) error {
-		return crilog.Copy(ctx, w, c.LogPath, crilog.Options{Follow: true, TailLines: &zero, Stream: stream, Running: running})
+		err := crilog.Copy(ctx, w, c.LogPath, crilog.Options{Follow: true, TailLines: &zero, Stream: stream, Running: running})
+		if ctx.Err() != nil {
+			return nil // ended by the client or by its stdin closing
+		}
+		return err
 	}
 	switch {
 	case s.Stdout != nil && s.Stderr != nil:
@@ -196,6 +223,10 @@ func (p kubeletProvider) Attach(ctx context.Context, pod *corev1.Pod, container 
 	}
 	return follow(io.Discard, crilog.StreamAll) // still ends when the container does
 }
+
+// attachLinger is how long an attach keeps streaming output after the client closed stdin,
+// so replies to its last input still reach it.
+const attachLinger = time.Second
 
 func containerSpec(pod *corev1.Pod, name string) *corev1.Container {
 	for i := range pod.Spec.Containers {

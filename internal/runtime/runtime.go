@@ -97,6 +97,14 @@ type Runtime interface {
 	// uses any stream after returning, so the caller ends that Read by
 	// closing the stream's source.
 	Exec(ctx context.Context, id ContainerID, argv []string, stdio Stdio, tty bool) (exitCode int, err error)
+
+	// OpenStdin returns a writer to the stdin of the running container's
+	// main process, for attach. Only containers started with Stdin have one
+	// (ErrFailedPrecondition otherwise, and once the container has exited).
+	// Several writers may be open at once; closing one does not close the
+	// process's stdin, which stays open (never at EOF) for the container's
+	// life. The caller closes the writer.
+	OpenStdin(ctx context.Context, id ContainerID) (io.WriteCloser, error)
 }
 
 // ContainerID names one container instance on a host.
@@ -189,6 +197,9 @@ type ContainerSpec struct {
 	// Limits apply to this container inside the sandbox's own limits.
 	Limits          Resources
 	SecurityContext SecurityContext
+	// Stdin keeps a stdin open for the main process, which OpenStdin
+	// writes to (pod spec stdin: true). Without it stdin is /dev/null.
+	Stdin bool
 	// LogPath is the host file receiving stdout/stderr in CRI log format.
 	// Empty: a file in the container's state directory.
 	LogPath string

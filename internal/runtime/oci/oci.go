@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -404,6 +405,11 @@ func (r *Runtime) prepareContainer(ctx context.Context, sb sandboxRecord, id run
 	if err := os.WriteFile(p.config, b, 0o600); err != nil {
 		return err
 	}
+	if spec.Stdin {
+		if err := unix.Mkfifo(p.stdin, 0o600); err != nil {
+			return fmt.Errorf("stdin fifo: %w", err)
+		}
+	}
 	meta := containerMeta{ID: id, SandboxID: sb.Spec.ID, Name: spec.Name, Attempt: spec.Attempt, CreatedAt: time.Now().UTC(), LogPath: spec.LogPath}
 	if meta.LogPath == "" {
 		meta.LogPath, meta.OwnLog = p.log, true
@@ -772,4 +778,29 @@ func (r *Runtime) Exec(ctx context.Context, id runtime.ContainerID, argv []strin
 		return -1, fmt.Errorf("exec in %s: %w", id, err)
 	}
 	return 0, nil
+}
+
+func (r *Runtime) OpenStdin(ctx context.Context, id runtime.ContainerID) (io.WriteCloser, error) {
+	st, err := r.ContainerStatus(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("open stdin of %s: %w", id, err)
+	}
+	if st.State != runtime.ContainerRunning {
+		return nil, fmt.Errorf("open stdin of %s: container is %s: %w", id, st.State, runtime.ErrFailedPrecondition)
+	}
+	dir, _ := containerDir(r.root, id)
+	p := containerPaths(dir)
+	if !fileExists(p.stdin) {
+		return nil, fmt.Errorf("open stdin of %s: container has no stdin: %w", id, runtime.ErrFailedPrecondition)
+	}
+	// Non-blocking: the shim holds the fifo open for reading, so this
+	// succeeds at once while it runs and fails with ENXIO once it is gone.
+	f, err := os.OpenFile(p.stdin, os.O_WRONLY|unix.O_NONBLOCK, 0)
+	if errors.Is(err, unix.ENXIO) {
+		return nil, fmt.Errorf("open stdin of %s: shim gone: %w", id, runtime.ErrFailedPrecondition)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open stdin of %s: %w", id, err)
+	}
+	return f, nil
 }

@@ -571,3 +571,32 @@ func TestStartErrorIsReported(t *testing.T) {
 	}
 
 }
+
+func TestStdinForAttach(t *testing.T) {
+	f := newFixture(t)
+	f.createSandbox(t, "sb-stdin", runtime.Resources{})
+	ctx := context.Background()
+	id := f.start(t, "sb-stdin", runtime.ContainerSpec{
+		Name: "reader", Image: f.image("/bin/sh", "-c"), Stdin: true,
+		Args: []string{`echo ready; while read l; do echo "got-$l"; done; echo eof`},
+	})
+	waitLog(t, f, id, "ready")
+	// Two attaches one after the other: closing the first does not end the
+	// process's stdin.
+	for _, line := range []string{"one", "two"} {
+		w, err := f.rt.OpenStdin(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(w, line+"\n")
+		w.Close()
+		waitLog(t, f, id, "got-"+line)
+	}
+	if st, _ := f.rt.ContainerStatus(ctx, id); st.State != runtime.ContainerRunning {
+		t.Errorf("reader stopped after its attach ended: %+v", st)
+	}
+	other := f.start(t, "sb-stdin", runtime.ContainerSpec{Name: "nostdin", Image: f.image("/bin/sh", "-c"), Args: []string{`exec sleep 1000`}})
+	if _, err := f.rt.OpenStdin(ctx, other); !errors.Is(err, runtime.ErrFailedPrecondition) {
+		t.Errorf("OpenStdin without Stdin: %v, want ErrFailedPrecondition", err)
+	}
+}
