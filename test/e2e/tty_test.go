@@ -41,7 +41,13 @@ func TestKubectlTerminalAndAttach(t *testing.T) {
 			{Name: "c", Image: image, Command: []string{"/bin/sh", "-c", "echo before-attach; sleep 8; for i in 1 2 3; do echo out-$i; echo err-$i >&2; sleep 0.2; done; exit 0"}},
 		}},
 	}
-	for _, p := range []*corev1.Pod{shell, talker} {
+	reader := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "reader"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{
+			{Name: "c", Image: image, Stdin: true, Command: []string{"/bin/sh", "-c", `while read l; do echo "got-$l"; done`}},
+		}},
+	}
+	for _, p := range []*corev1.Pod{shell, talker, reader} {
 		if _, err := pods.Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -73,6 +79,38 @@ func TestKubectlTerminalAndAttach(t *testing.T) {
 		}
 		if !strings.Contains(stderr.String(), "err-1\nerr-2\nerr-3\n") {
 			t.Errorf("stderr %q: want err-1..3", stderr.String())
+		}
+	})
+
+	running("reader")
+	t.Run("attach -i writes to a stdin:true container, twice", func(t *testing.T) {
+		for _, word := range []string{"first", "second"} {
+			cctx, cancel := context.WithTimeout(ctx, 40*time.Second)
+			cmd := exec.CommandContext(cctx, "kubectl", "--kubeconfig", filepath.Join(s.dir, "kubeconfig"), "attach", "-i", "reader", "-c", "c")
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out lockedBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(stdin, word+"\n")
+			testenv.Eventually(t, 30*time.Second, "reply to "+word, func(context.Context) error {
+				if !strings.Contains(out.String(), "got-"+word) {
+					return fmt.Errorf("output so far %q", out.String())
+				}
+				return nil
+			})
+			stdin.Close() // ends the session; the container keeps running
+			err = cmd.Wait()
+			cancel()
+			t.Logf("kubectl attach -i (%s): %v, output %q", word, err, out.String())
+		}
+		p, err := pods.Get(ctx, "reader", metav1.GetOptions{})
+		if err != nil || p.Status.Phase != corev1.PodRunning || p.Status.ContainerStatuses[0].RestartCount != 0 {
+			t.Errorf("reader after two attaches: %v, %v", p.Status.Phase, err)
 		}
 	})
 
@@ -120,6 +158,10 @@ func TestKubectlTerminalAndAttach(t *testing.T) {
 			}
 		}
 	})
+	for _, n := range []string{"shell", "talker", "reader"} {
+		_ = pods.Delete(ctx, n, metav1.DeleteOptions{})
+	}
+	s.expectEmpty(t)
 }
 
 // lockedBuffer is a bytes.Buffer written by a command and polled by the test.
