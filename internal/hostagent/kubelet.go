@@ -177,10 +177,9 @@ func (p kubeletProvider) Attach(ctx context.Context, pod *corev1.Pod, container 
 		if err != nil {
 			return fmt.Errorf("attach to %s/%s container %s: %w", pod.Namespace, pod.Name, container, err)
 		}
-		// Closing w is what ends a write blocked on a full pipe; a Read on the client's stdin
-		// ends when the server closes the connection.
-		stop := context.AfterFunc(ctx, func() { w.Close() })
-		defer stop()
+		// Closing w ends a write blocked on a full pipe (w is on the poller); a Read on the
+		// client's stdin ends when the server closes the connection after Attach returns.
+		defer w.Close()
 		go func() {
 			io.Copy(w, s.Stdin)
 			select {
