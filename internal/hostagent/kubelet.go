@@ -14,10 +14,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/remotecommand"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vesselv1 "github.com/vessel-dev/vessel/api/v1"
+	"github.com/vessel-dev/vessel/internal/crilog"
 	"github.com/vessel-dev/vessel/internal/kubeletapi"
 	"github.com/vessel-dev/vessel/internal/runtime"
 )
@@ -120,13 +122,123 @@ func (p kubeletProvider) Exec(ctx context.Context, pod *corev1.Pod, container st
 	if s.Stderr != nil {
 		stdio.Stderr = s.Stderr
 	}
+	if s.TTY && s.Resize != nil {
+		resize := make(chan runtime.TerminalSize)
+		stdio.Resize = resize
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go forwardResizes(ctx, s.Resize, resize)
+	}
 	return p.a.rt.Exec(ctx, c.ID, cmd, stdio, s.TTY)
 }
 
-// Attach needs the runtime to keep the container's stdin and terminal open, which the oci
-// runtime's shim does not do yet.
-func (p kubeletProvider) Attach(context.Context, *corev1.Pod, string, kubeletapi.Streams) error {
-	return fmt.Errorf("attach: %w", runtime.ErrUnsupported)
+// forwardResizes converts the client's terminal sizes for the runtime until ctx ends or in
+// closes.
+func forwardResizes(ctx context.Context, in <-chan remotecommand.TerminalSize, out chan<- runtime.TerminalSize) {
+	for {
+		select {
+		case size, ok := <-in:
+			if !ok {
+				return
+			}
+			select {
+			case out <- runtime.TerminalSize{Width: size.Width, Height: size.Height}:
+			case <-ctx.Done():
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Attach streams the container's output from now on, read from its CRI log (the oci
+// runtime's shim writes the main process's stdout/stderr there), and, for containers with
+// stdin: true, writes the client's stdin to the process's stdin, which the runtime keeps
+// open across attaches (stdinOnce is not honoured: the process never sees EOF). When the
+// client closes stdin the session ends after a short linger for the replies. Containers with
+// tty: true get ErrUnsupported: the runtime keeps no terminal for the main process.
+func (p kubeletProvider) Attach(ctx context.Context, pod *corev1.Pod, container string, s kubeletapi.Streams) error {
+	spec := containerSpec(pod, container)
+	if spec != nil && spec.TTY {
+		return fmt.Errorf("attach to %s/%s container %s: a container terminal (tty: true) is not kept by this runtime: %w", pod.Namespace, pod.Name, container, runtime.ErrUnsupported)
+	}
+	c, err := p.current(ctx, pod, container)
+	if err != nil {
+		return err
+	}
+	if c.State != runtime.ContainerRunning {
+		return fmt.Errorf("attach to %s/%s container %s: not running: %w", pod.Namespace, pod.Name, container, runtime.ErrFailedPrecondition)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if s.Stdin != nil && spec != nil && spec.Stdin {
+		w, err := p.a.rt.OpenStdin(ctx, c.ID)
+		if err != nil {
+			return fmt.Errorf("attach to %s/%s container %s: %w", pod.Namespace, pod.Name, container, err)
+		}
+		// Closing w ends a write blocked on a full pipe (w is on the poller); a Read on the
+		// client's stdin ends when the server closes the connection after Attach returns.
+		defer w.Close()
+		go func() {
+			io.Copy(w, s.Stdin)
+			select {
+			case <-time.After(attachLinger):
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	running := func() bool {
+		st, err := p.a.rt.ContainerStatus(context.Background(), c.ID)
+		return err == nil && st.State == runtime.ContainerRunning
+	}
+	zero := int64(0)
+	follow := func(w io.Writer, stream crilog.Stream) error {
+		err := crilog.Copy(ctx, w, c.LogPath, crilog.Options{Follow: true, TailLines: &zero, Stream: stream, Running: running})
+		if ctx.Err() != nil {
+			return nil // ended by the client or by its stdin closing
+		}
+		return err
+	}
+	switch {
+	case s.Stdout != nil && s.Stderr != nil:
+		errc := make(chan error, 1)
+		go func() { errc <- follow(s.Stderr, crilog.StreamStderr) }()
+		err := follow(s.Stdout, crilog.StreamStdout)
+		if err2 := <-errc; err == nil {
+			err = err2
+		}
+		return err
+	case s.Stdout != nil:
+		// With a terminal the client has one output, which gets both streams.
+		stream := crilog.StreamStdout
+		if s.TTY {
+			stream = crilog.StreamAll
+		}
+		return follow(s.Stdout, stream)
+	case s.Stderr != nil:
+		return follow(s.Stderr, crilog.StreamStderr)
+	}
+	return follow(io.Discard, crilog.StreamAll) // still ends when the container does
+}
+
+// attachLinger is how long an attach keeps streaming output after the client closed stdin,
+// so replies to its last input still reach it.
+const attachLinger = time.Second
+
+func containerSpec(pod *corev1.Pod, name string) *corev1.Container {
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i]
+		}
+	}
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == name {
+			return &pod.Spec.InitContainers[i]
+		}
+	}
+	return nil
 }
 
 // PortForward connects from the host to the pod's IP, which the host reaches on its subnet

@@ -574,6 +574,7 @@ func (w *worker) start(ctx context.Context, sb *vesselv1.Sandbox, pod *corev1.Po
 		Limits:          containerLimits(c),
 		SecurityContext: securityContext(pod, c),
 		LogPath:         a.dirs.log(w.name, c.Name, attempt),
+		Stdin:           c.Stdin,
 	}
 	if err := a.images.Acquire(img.Digest, w.name); err != nil {
 		w.log.WarnContext(ctx, "image lease", "err", err)

@@ -88,7 +88,23 @@ type Runtime interface {
 	// returning its exit code. Stdio streams may be nil. Cancelling ctx kills
 	// the exec'd process. Runtimes without TTY support return ErrUnsupported
 	// when tty is set.
+	//
+	// With tty the process runs on a new pseudo-terminal as its controlling
+	// terminal: Stdin is written to the terminal, its output goes to Stdout
+	// (Stderr is unused), and sizes received on Stdio.Resize are applied to
+	// it. Without tty, Resize is ignored. Exec may return while a Read on
+	// Stdin is still blocked (an io.Reader cannot be interrupted); it never
+	// uses any stream after returning, so the caller ends that Read by
+	// closing the stream's source.
 	Exec(ctx context.Context, id ContainerID, argv []string, stdio Stdio, tty bool) (exitCode int, err error)
+
+	// OpenStdin returns a writer to the stdin of the running container's
+	// main process, for attach. Only containers started with Stdin have one
+	// (ErrFailedPrecondition otherwise, and once the container has exited).
+	// Several writers may be open at once; closing one does not close the
+	// process's stdin, which stays open (never at EOF) for the container's
+	// life. The caller closes the writer.
+	OpenStdin(ctx context.Context, id ContainerID) (io.WriteCloser, error)
 }
 
 // ContainerID names one container instance on a host.
@@ -99,6 +115,16 @@ type Stdio struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
+	// Resize delivers terminal sizes for a tty session, the initial size
+	// first; nil means the terminal keeps its default size. The runtime
+	// reads it until Exec returns and never closes it; the sender must not
+	// block on it after Exec returned (a closed channel is fine).
+	Resize <-chan TerminalSize
+}
+
+// TerminalSize is a terminal's size in character cells.
+type TerminalSize struct {
+	Width, Height uint16
 }
 
 // SandboxSpec is what a sandbox needs on the host before containers start.
@@ -171,6 +197,9 @@ type ContainerSpec struct {
 	// Limits apply to this container inside the sandbox's own limits.
 	Limits          Resources
 	SecurityContext SecurityContext
+	// Stdin keeps a stdin open for the main process, which OpenStdin
+	// writes to (pod spec stdin: true). Without it stdin is /dev/null.
+	Stdin bool
 	// LogPath is the host file receiving stdout/stderr in CRI log format.
 	// Empty: a file in the container's state directory.
 	LogPath string

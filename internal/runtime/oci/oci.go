@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -404,6 +405,11 @@ func (r *Runtime) prepareContainer(ctx context.Context, sb sandboxRecord, id run
 	if err := os.WriteFile(p.config, b, 0o600); err != nil {
 		return err
 	}
+	if spec.Stdin {
+		if err := unix.Mkfifo(p.stdin, 0o600); err != nil {
+			return fmt.Errorf("stdin fifo: %w", err)
+		}
+	}
 	meta := containerMeta{ID: id, SandboxID: sb.Spec.ID, Name: spec.Name, Attempt: spec.Attempt, CreatedAt: time.Now().UTC(), LogPath: spec.LogPath}
 	if meta.LogPath == "" {
 		meta.LogPath, meta.OwnLog = p.log, true
@@ -693,9 +699,6 @@ func (r *Runtime) removeContainer(ctx context.Context, id runtime.ContainerID) e
 }
 
 func (r *Runtime) Exec(ctx context.Context, id runtime.ContainerID, argv []string, stdio runtime.Stdio, tty bool) (int, error) {
-	if tty {
-		return -1, fmt.Errorf("exec in %s with a tty: %w", id, runtime.ErrUnsupported)
-	}
 	if len(argv) == 0 {
 		return -1, fmt.Errorf("exec in %s: empty command: %w", id, runtime.ErrInvalidArgument)
 	}
@@ -721,7 +724,31 @@ func (r *Runtime) Exec(ctx context.Context, id runtime.ContainerID, argv []strin
 		return -1, fmt.Errorf("exec in %s: %w", id, err)
 	}
 	proc["args"] = argv
-	proc["terminal"] = false
+	proc["terminal"] = tty
+	var initial runtime.TerminalSize
+	if tty {
+		// TERM as kubelet runtimes set it; the image or container may override.
+		env, _ := proc["env"].([]any)
+		hasTerm := false
+		for _, e := range env {
+			if s, ok := e.(string); ok && strings.HasPrefix(s, "TERM=") {
+				hasTerm = true
+			}
+		}
+		if !hasTerm {
+			proc["env"] = append(env, "TERM=xterm")
+		}
+		// A size already waiting is set before the process starts, so its
+		// first look at the terminal sees it.
+		select {
+		case size, ok := <-stdio.Resize:
+			if ok {
+				initial = size
+				proc["consoleSize"] = map[string]uint16{"height": size.Height, "width": size.Width}
+			}
+		default:
+		}
+	}
 	pb, _ := json.Marshal(proc)
 	f, err := os.CreateTemp(dir, "exec-*.json")
 	if err != nil {
@@ -733,6 +760,9 @@ func (r *Runtime) Exec(ctx context.Context, id runtime.ContainerID, argv []strin
 		return -1, fmt.Errorf("exec in %s: %w", id, err)
 	}
 	f.Close()
+	if tty {
+		return r.execTTY(ctx, id, f.Name(), stdio, initial)
+	}
 	cmd := exec.CommandContext(ctx, r.runc, "--root", filepath.Join(r.root, "runc"), "exec", "--process", f.Name(), string(id))
 	// runc exec forwards signals to the process, so SIGTERM ends both,
 	// where killing runc alone would leave the process running.
@@ -748,4 +778,29 @@ func (r *Runtime) Exec(ctx context.Context, id runtime.ContainerID, argv []strin
 		return -1, fmt.Errorf("exec in %s: %w", id, err)
 	}
 	return 0, nil
+}
+
+func (r *Runtime) OpenStdin(ctx context.Context, id runtime.ContainerID) (io.WriteCloser, error) {
+	st, err := r.ContainerStatus(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("open stdin of %s: %w", id, err)
+	}
+	if st.State != runtime.ContainerRunning {
+		return nil, fmt.Errorf("open stdin of %s: container is %s: %w", id, st.State, runtime.ErrFailedPrecondition)
+	}
+	dir, _ := containerDir(r.root, id)
+	p := containerPaths(dir)
+	if !fileExists(p.stdin) {
+		return nil, fmt.Errorf("open stdin of %s: container has no stdin: %w", id, runtime.ErrFailedPrecondition)
+	}
+	// Non-blocking: the shim holds the fifo open for reading, so this
+	// succeeds at once while it runs and fails with ENXIO once it is gone.
+	f, err := os.OpenFile(p.stdin, os.O_WRONLY|unix.O_NONBLOCK, 0)
+	if errors.Is(err, unix.ENXIO) {
+		return nil, fmt.Errorf("open stdin of %s: shim gone: %w", id, runtime.ErrFailedPrecondition)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open stdin of %s: %w", id, err)
+	}
+	return f, nil
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,7 +132,7 @@ func busyboxRootfs(t *testing.T, dir string) string {
 	if err := os.WriteFile(filepath.Join(dir, "bin/busybox"), data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, applet := range []string{"sh", "echo", "cat", "sleep", "tail", "env", "id", "hostname", "ls", "true", "head", "wget", "nc"} {
+	for _, applet := range []string{"sh", "echo", "cat", "sleep", "tail", "env", "id", "hostname", "ls", "true", "head", "wget", "nc", "stty", "tty", "ps"} {
 		os.Symlink("busybox", filepath.Join(dir, "bin", applet))
 	}
 	os.WriteFile(filepath.Join(dir, "etc/passwd"), []byte("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/tmp:/bin/sh\n"), 0o644)
@@ -357,8 +358,122 @@ func TestAdoptionAndNetworkAndExec(t *testing.T) {
 	if !strings.Contains(out.String(), "search default.svc.cluster.local") || !strings.Contains(out.String(), "sb-adopt") {
 		t.Errorf("exec output %q", out.String())
 	}
-	if _, err := rt.Exec(ctx, id, []string{"true"}, runtime.Stdio{}, true); !errors.Is(err, runtime.ErrUnsupported) {
-		t.Errorf("tty exec: %v", err)
+}
+
+func TestTTYExec(t *testing.T) {
+	f := newFixture(t)
+	f.createSandbox(t, "sb-tty", runtime.Resources{})
+	ctx := context.Background()
+	id := f.start(t, "sb-tty", runtime.ContainerSpec{
+		Name: "app", Image: f.image("/bin/sh", "-c"), Args: []string{`echo ready; exec sleep 1000`},
+	})
+	waitLog(t, f, id, "ready")
+
+	// The size sent before the exec applies from the start; a later one
+	// reaches the running process.
+	fdsBefore := openFds(t)
+	resize := make(chan runtime.TerminalSize, 1)
+	resize <- runtime.TerminalSize{Width: 120, Height: 40}
+	stdinR, stdinW := io.Pipe()
+	defer stdinW.Close()
+	var out syncBuffer
+	type result struct {
+		code int
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		code, err := f.rt.Exec(ctx, id, []string{"/bin/sh", "-c", `stty size; tty; echo "term=$TERM"; read line; stty size; echo "got $line"; exit 4`},
+			runtime.Stdio{Stdin: stdinR, Stdout: &out, Resize: resize}, true)
+		res <- result{code, err}
+	}()
+	waitFor(t, "first output", func() bool { return strings.Contains(out.String(), "term=") })
+	resize <- runtime.TerminalSize{Width: 100, Height: 30}
+	time.Sleep(100 * time.Millisecond)
+	io.WriteString(stdinW, "hello\r")
+	var r result
+	select {
+	case r = <-res:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("tty exec did not return; output %q", out.String())
+	}
+	t.Logf("tty output: %q", out.String())
+	if r.err != nil || r.code != 4 {
+		t.Errorf("tty exec = %d, %v; want 4", r.code, r.err)
+	}
+	got := out.String()
+	for _, want := range []string{"40 120\r\n", "/dev/pts/", "term=xterm", "30 100\r\n", "got hello"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("tty output lacks %q: %q", want, got)
+		}
+	}
+
+	// Cancelling the context kills the process, even a shell that ignores
+	// SIGTERM and SIGHUP.
+	cctx, cancel := context.WithCancel(ctx)
+	stdinR2, stdinW2 := io.Pipe()
+	defer stdinW2.Close()
+	var out2 syncBuffer
+	go func() {
+		code, err := f.rt.Exec(cctx, id, []string{"/bin/sh", "-c", `trap '' TERM HUP; echo started; while true; do sleep 1; done`},
+			runtime.Stdio{Stdin: stdinR2, Stdout: &out2}, true)
+		res <- result{code, err}
+	}()
+	waitFor(t, "second exec output", func() bool { return strings.Contains(out2.String(), "started") })
+	cancel()
+	select {
+	case r = <-res:
+		if !errors.Is(r.err, context.Canceled) {
+			t.Errorf("cancelled tty exec = %d, %v", r.code, r.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("cancelled tty exec did not return")
+	}
+	var ps bytes.Buffer
+	f.rt.Exec(ctx, id, []string{"/bin/sh", "-c", "ps"}, runtime.Stdio{Stdout: &ps}, false)
+	if strings.Contains(ps.String(), "trap") {
+		t.Errorf("cancelled process still runs:\n%s", ps.String())
+	}
+	if after := openFds(t); after != fdsBefore {
+		t.Errorf("open fds: %d before the tty execs, %d after", fdsBefore, after)
+	}
+}
+
+func openFds(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a polling reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -455,4 +570,33 @@ func TestStartErrorIsReported(t *testing.T) {
 		t.Errorf("start in unknown sandbox: %v", err)
 	}
 
+}
+
+func TestStdinForAttach(t *testing.T) {
+	f := newFixture(t)
+	f.createSandbox(t, "sb-stdin", runtime.Resources{})
+	ctx := context.Background()
+	id := f.start(t, "sb-stdin", runtime.ContainerSpec{
+		Name: "reader", Image: f.image("/bin/sh", "-c"), Stdin: true,
+		Args: []string{`echo ready; while read l; do echo "got-$l"; done; echo eof`},
+	})
+	waitLog(t, f, id, "ready")
+	// Two attaches one after the other: closing the first does not end the
+	// process's stdin.
+	for _, line := range []string{"one", "two"} {
+		w, err := f.rt.OpenStdin(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(w, line+"\n")
+		w.Close()
+		waitLog(t, f, id, "got-"+line)
+	}
+	if st, _ := f.rt.ContainerStatus(ctx, id); st.State != runtime.ContainerRunning {
+		t.Errorf("reader stopped after its attach ended: %+v", st)
+	}
+	other := f.start(t, "sb-stdin", runtime.ContainerSpec{Name: "nostdin", Image: f.image("/bin/sh", "-c"), Args: []string{`exec sleep 1000`}})
+	if _, err := f.rt.OpenStdin(ctx, other); !errors.Is(err, runtime.ErrFailedPrecondition) {
+		t.Errorf("OpenStdin without Stdin: %v, want ErrFailedPrecondition", err)
+	}
 }

@@ -20,6 +20,7 @@ import (
 //	    bundle/config.json
 //	    rootfs/     overlay mount: image rootfs (lower) + upper/ + work/
 //	    pid, shim.pid, started, exit.json, runc.log, container.log (default log)
+//	    stdin       fifo the shim holds open as the main process's stdin (ContainerSpec.Stdin)
 
 func sandboxesDir(root string) string { return filepath.Join(root, "sandboxes") }
 
@@ -40,6 +41,7 @@ func containersDir(root, sandboxID string) string {
 type paths struct {
 	dir, meta, bundle, config, rootfs, upper, work string
 	pid, shimPid, started, exit, runcLog, log      string
+	stdin                                          string
 }
 
 func containerPaths(dir string) paths {
@@ -48,7 +50,7 @@ func containerPaths(dir string) paths {
 		dir: dir, meta: j("meta.json"), bundle: j("bundle"), config: j("bundle/config.json"),
 		rootfs: j("rootfs"), upper: j("upper"), work: j("work"),
 		pid: j("pid"), shimPid: j("shim.pid"), started: j("started"), exit: j("exit.json"),
-		runcLog: j("runc.log"), log: j("container.log"),
+		runcLog: j("runc.log"), log: j("container.log"), stdin: j("stdin"),
 	}
 }
 

@@ -113,10 +113,23 @@ func runShim(a shimArgs, syncPipe *os.File) error {
 	if err != nil {
 		return startFailed(p, reply, err)
 	}
+	// With a stdin fifo (ContainerSpec.Stdin) the shim holds it open for
+	// reading and writing for the container's life: the container reads it,
+	// attaches write to it, and it never reaches EOF between attaches.
+	var stdin *os.File
+	if _, err := os.Lstat(p.stdin); err == nil {
+		if stdin, err = os.OpenFile(p.stdin, os.O_RDWR, 0); err != nil {
+			return startFailed(p, reply, fmt.Errorf("open stdin fifo: %w", err))
+		}
+		defer stdin.Close()
+	}
 	runc := func(stdout, stderr io.Writer, args ...string) error {
 		full := append([]string{"--root", a.runcRoot, "--log", p.runcLog}, args...)
 		cmd := exec.Command(a.runc, full...)
 		cmd.Stdout, cmd.Stderr = stdout, stderr
+		if args[0] == "create" && stdin != nil {
+			cmd.Stdin = stdin
+		}
 		return cmd.Run()
 	}
 	// runc create hands its own stdout/stderr to the container process, so
