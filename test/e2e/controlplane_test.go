@@ -109,7 +109,7 @@ type upProcess struct {
 
 // startUp runs `vessel up` with args and returns once it has printed its ready line; the process
 // is killed when t ends.
-func startUp(t *testing.T, args ...string) (*upProcess, error) {
+func startUp(t testing.TB, args ...string) (*upProcess, error) {
 	t.Helper()
 	p, err := launchUp(t, args...)
 	if p != nil {
@@ -119,7 +119,7 @@ func startUp(t *testing.T, args ...string) (*upProcess, error) {
 }
 
 // launchUp is startUp leaving the process's end to the caller.
-func launchUp(t *testing.T, args ...string) (*upProcess, error) {
+func launchUp(t testing.TB, args ...string) (*upProcess, error) {
 	t.Helper()
 	cmd := testenv.Command(context.Background(), append([]string{"up"}, args...)...)
 	stdout, err := cmd.StdoutPipe()
@@ -153,7 +153,7 @@ func launchUp(t *testing.T, args ...string) (*upProcess, error) {
 }
 
 // stop sends SIGTERM and returns how long the process took to exit.
-func (p *upProcess) stop(t *testing.T) time.Duration {
+func (p *upProcess) stop(t testing.TB) time.Duration {
 	t.Helper()
 	start := time.Now()
 	select {
@@ -175,7 +175,7 @@ func (p *upProcess) stop(t *testing.T) time.Duration {
 	return time.Since(start)
 }
 
-func upArgs(t *testing.T, dir string) []string {
+func upArgs(t testing.TB, dir string) []string {
 	ports, err := testenv.FreePorts(7)
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +187,7 @@ func upArgs(t *testing.T, dir string) []string {
 		"--metrics-port", strconv.Itoa(ports[6])}
 }
 
-func restConfigFor(t *testing.T, dir string) *rest.Config {
+func restConfigFor(t testing.TB, dir string) *rest.Config {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dir, "kubeconfig"))
 	if err != nil {
@@ -196,7 +196,7 @@ func restConfigFor(t *testing.T, dir string) *rest.Config {
 	return cfg
 }
 
-func clientFor(t *testing.T, dir string) kubernetes.Interface {
+func clientFor(t testing.TB, dir string) kubernetes.Interface {
 	c, err := kubernetes.NewForConfig(restConfigFor(t, dir))
 	if err != nil {
 		t.Fatal(err)

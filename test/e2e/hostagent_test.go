@@ -213,7 +213,7 @@ func established(crd *apiextensionsv1.CustomResourceDefinition) bool {
 }
 
 // testImage is busybox-static with its applets plus the vessel-demo server, built here.
-func testImage(t *testing.T) v1.Image {
+func testImage(t testing.TB) v1.Image {
 	t.Helper()
 	bbPath, _ := exec.LookPath("busybox")
 	bb, err := os.ReadFile(bbPath)

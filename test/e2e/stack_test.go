@@ -34,7 +34,7 @@ import (
 // stack is a whole `vessel up` in a child process: control plane, controller, scheduler, local
 // registry and this machine as its host, with its own data directory.
 type stack struct {
-	t             *testing.T // the test owning the stack (not a subtest), which cleans it up
+	t             testing.TB // the test owning the stack (not a subtest), which cleans it up
 	dir, registry string
 	args          []string
 	up            *upProcess
@@ -42,7 +42,7 @@ type stack struct {
 	ctrl          client.Client
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t testing.TB) *stack {
 	t.Helper()
 	dir := t.TempDir()
 	ports, err := testenv.FreePorts(1)
@@ -103,7 +103,7 @@ func (s *stack) restart(t *testing.T) {
 }
 
 // pushTestImage pushes busybox + the demo server (see testImage) to the stack's registry.
-func (s *stack) pushTestImage(t *testing.T) string {
+func (s *stack) pushTestImage(t testing.TB) string {
 	t.Helper()
 	ref := s.registry + "/e2e/toolbox:1"
 	r, err := name.ParseReference(ref, name.Insecure)
@@ -139,7 +139,7 @@ func demoDeployment(image string, replicas int32) *appsv1.Deployment {
 }
 
 // readyPods waits until deployment web has n Ready pods and returns them.
-func (s *stack) readyPods(t *testing.T, n int) []corev1.Pod {
+func (s *stack) readyPods(t testing.TB, n int) []corev1.Pod {
 	t.Helper()
 	var pods []corev1.Pod
 	testenv.Eventually(t, 2*time.Minute, fmt.Sprintf("%d Ready pods of web", n), func(ctx context.Context) error {
@@ -341,7 +341,7 @@ func TestVesselUpCreateDeleteCycles(t *testing.T) {
 
 // expectEmpty waits until the cluster has no pods, Sandboxes or Vessel nodes and no address is
 // allocated, then checks the host for leftovers of any sandbox.
-func (s *stack) expectEmpty(t *testing.T) {
+func (s *stack) expectEmpty(t testing.TB) {
 	t.Helper()
 	testenv.Eventually(t, 2*time.Minute, "no pods, sandboxes, vessel nodes or allocated IPs", func(ctx context.Context) error {
 		pods, err := s.cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
