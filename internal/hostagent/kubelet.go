@@ -170,6 +170,10 @@ func (p kubeletProvider) Attach(ctx context.Context, pod *corev1.Pod, container 
 	if c.State != runtime.ContainerRunning {
 		return fmt.Errorf("attach to %s/%s container %s: not running: %w", pod.Namespace, pod.Name, container, runtime.ErrFailedPrecondition)
 	}
+	// Output is what the container writes from now on. "Now" is a timestamp, not the log's
+	// current end: the followers below start after stdin is already being forwarded, and the
+	// container's reply to it must not fall in between.
+	since := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if s.Stdin != nil && spec != nil && spec.Stdin {
@@ -193,9 +197,8 @@ func (p kubeletProvider) Attach(ctx context.Context, pod *corev1.Pod, container 
 		st, err := p.a.rt.ContainerStatus(context.Background(), c.ID)
 		return err == nil && st.State == runtime.ContainerRunning
 	}
-	zero := int64(0)
 	follow := func(w io.Writer, stream crilog.Stream) error {
-		err := crilog.Copy(ctx, w, c.LogPath, crilog.Options{Follow: true, TailLines: &zero, Stream: stream, Running: running})
+		err := crilog.Copy(ctx, w, c.LogPath, crilog.Options{Follow: true, Since: since, Stream: stream, Running: running})
 		if ctx.Err() != nil {
 			return nil // ended by the client or by its stdin closing
 		}
