@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vessel-dev/vessel/internal/controlplane"
 	"github.com/vessel-dev/vessel/internal/hostagent"
 	"github.com/vessel-dev/vessel/internal/image"
 	"github.com/vessel-dev/vessel/internal/network"
@@ -87,8 +87,8 @@ func RunHost(cmd *cobra.Command, o HostOptions) error {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
 	if o.Address == "" {
-		if o.Address, err = firstIPv4(); err != nil {
-			return err
+		if o.Address = controlplane.DefaultAdvertiseAddress(); o.Address == "" {
+			return fmt.Errorf("no global IPv4 address on this machine: pass --address")
 		}
 	}
 	var dns []netip.Addr
@@ -119,17 +119,4 @@ func RunHost(cmd *cobra.Command, o HostOptions) error {
 		return err
 	}
 	return agent.Run(ctx)
-}
-
-func firstIPv4() (string, error) {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return "", err
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
-			return n.IP.String(), nil
-		}
-	}
-	return "", fmt.Errorf("no non-loopback IPv4 address; pass --address")
 }

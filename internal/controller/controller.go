@@ -183,7 +183,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		defer cancel()
 		_ = srv.Shutdown(shutdownCtx)
 	}()
-	if err := c.registerWebhooks(ctx, clientset); err != nil {
+	if err := c.registerWebhooks(ctx); err != nil {
 		return err
 	}
 	if c.cfg.Metrics != nil {
@@ -251,7 +251,7 @@ func (c *Controller) webhookServer(h http.Handler) (*http.Server, error) {
 
 // registerWebhooks creates or replaces the webhook configurations so they point at this
 // process with the current CA bundle.
-func (c *Controller) registerWebhooks(ctx context.Context, cs kubernetes.Interface) error {
+func (c *Controller) registerWebhooks(ctx context.Context) error {
 	opts := admission.WebhookOptions{URL: c.webhookURL(), CABundle: c.cfg.CA.CertPEM}
 	mwc, err := admission.MutatingWebhookConfiguration(opts)
 	if err != nil {
@@ -261,27 +261,29 @@ func (c *Controller) registerWebhooks(ctx context.Context, cs kubernetes.Interfa
 	if err != nil {
 		return err
 	}
-	mapi := cs.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	if old, err := mapi.Get(ctx, mwc.Name, metav1.GetOptions{}); err == nil {
-		mwc.ResourceVersion = old.ResourceVersion
-		_, err = mapi.Update(ctx, mwc, metav1.UpdateOptions{})
-		if err != nil {
-			return fmt.Errorf("update mutating webhook configuration: %w", err)
-		}
-	} else if _, err := mapi.Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create mutating webhook configuration: %w", err)
+	cl, err := client.New(c.cfg.REST, client.Options{Scheme: Scheme()})
+	if err != nil {
+		return fmt.Errorf("register webhooks: %w", err)
 	}
-	vapi := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations()
-	if old, err := vapi.Get(ctx, vwc.Name, metav1.GetOptions{}); err == nil {
-		vwc.ResourceVersion = old.ResourceVersion
-		_, err = vapi.Update(ctx, vwc, metav1.UpdateOptions{})
-		if err != nil {
-			return fmt.Errorf("update validating webhook configuration: %w", err)
+	for _, o := range []client.Object{mwc, vwc} {
+		if err := createOrReplace(ctx, cl, o); err != nil {
+			return fmt.Errorf("register %T %s: %w", o, o.GetName(), err)
 		}
-	} else if _, err := vapi.Create(ctx, vwc, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create validating webhook configuration: %w", err)
 	}
 	return nil
+}
+
+// createOrReplace creates o, or replaces the existing object of that name with it.
+func createOrReplace(ctx context.Context, cl client.Client, o client.Object) error {
+	existing := o.DeepCopyObject().(client.Object)
+	switch err := cl.Get(ctx, client.ObjectKeyFromObject(o), existing); {
+	case apierrors.IsNotFound(err):
+		return cl.Create(ctx, o)
+	case err != nil:
+		return err
+	}
+	o.SetResourceVersion(existing.GetResourceVersion())
+	return cl.Update(ctx, o)
 }
 
 func ensureNamespace(ctx context.Context, cs kubernetes.Interface, name string) error {

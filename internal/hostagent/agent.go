@@ -311,8 +311,8 @@ func (a *Agent) watch(ctx context.Context) error {
 		if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 			obj = t.Obj
 		}
-		if p, ok := obj.(*corev1.Pod); ok && a.hasWorker(SandboxName(string(p.UID))) {
-			a.kick(SandboxName(string(p.UID)))
+		if p, ok := obj.(*corev1.Pod); ok && a.hasWorker(vesselv1.SandboxNameForPod(p.UID)) {
+			a.kick(vesselv1.SandboxNameForPod(p.UID))
 		}
 	}
 	if _, err := podInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
@@ -402,7 +402,7 @@ func (a *Agent) pod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
 
 // nodeSandbox returns the Sandbox of this host a Vessel node belongs to, or nil.
 func (a *Agent) nodeSandbox(ctx context.Context, n *corev1.Node) *vesselv1.Sandbox {
-	ann := n.Annotations[AnnotationSandbox]
+	ann := n.Annotations[vesselv1.AnnotationSandbox]
 	if ann == "" {
 		return nil
 	}

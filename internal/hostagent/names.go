@@ -1,24 +1,16 @@
 package hostagent
 
 import (
+	"net/netip"
 	"path/filepath"
 	"strings"
+
+	vesselv1 "github.com/vessel-dev/vessel/api/v1"
 )
 
-// Names the scheduler and the host agent agree on (docs/decisions/pod-lifecycle.md). They
-// belong in api/v1/wellknown.go once both branches are merged.
+// Names the scheduler and the host agent agree on are in api/v1 (lifecycle.go); these are the
+// host agent's own.
 const (
-	// Finalizer is on every Sandbox; the host agent removes it after teardown.
-	Finalizer = "vessel.dev/sandbox"
-	// AnnotationSandbox on a Vessel Node names its Sandbox ("p-<uid>" or
-	// "vessel-system/p-<uid>").
-	AnnotationSandbox = "vessel.dev/sandbox"
-	// Labels the scheduler puts on Sandboxes.
-	LabelHost         = "vessel.dev/host"
-	LabelPodNamespace = "vessel.dev/pod-namespace"
-	LabelPodName      = "vessel.dev/pod-name"
-	LabelPodUID       = "vessel.dev/pod-uid"
-
 	// Component is the event source component of the host agent.
 	Component = "vessel-hostagent"
 	// NodeLeaseNamespace holds the per-node Leases the node-lifecycle controller reads.
@@ -27,14 +19,17 @@ const (
 	// runtimeLabelSandboxUID is stored with the runtime sandbox so garbage collection can tell a
 	// sandbox of a recreated object from the old one.
 	runtimeLabelSandboxUID = "vessel.dev/sandbox-uid"
-	runtimeLabelPodUID     = LabelPodUID
+	runtimeLabelPodUID     = vesselv1.LabelPodUID
 )
 
-// SandboxName is the name of the Sandbox of a pod.
-func SandboxName(podUID string) string { return "p-" + podUID }
-
-// NodeName is the name of the Node of a sandbox with the given IPv4 address.
-func NodeName(ip string) string { return "vessel-" + strings.ReplaceAll(ip, ".", "-") }
+// nodeName is the name of the Node of a sandbox with the given IPv4 address (as the Sandbox
+// spec holds it, a string); see vesselv1.NodeNameForIP.
+func nodeName(ip string) string {
+	if a, err := netip.ParseAddr(ip); err == nil {
+		return vesselv1.NodeNameForIP(a)
+	}
+	return vesselv1.NodeNamePrefix + strings.ReplaceAll(ip, ".", "-")
+}
 
 // On-disk layout under Config.DataDir, in one place:
 //

@@ -342,7 +342,7 @@ func TestDNSConfig(t *testing.T) {
 }
 
 func TestNames(t *testing.T) {
-	if NodeName("10.0.1.23") != "vessel-10-0-1-23" || SandboxName("abc") != "p-abc" {
+	if nodeName("10.0.1.23") != "vessel-10-0-1-23" {
 		t.Error("names")
 	}
 }

@@ -138,7 +138,7 @@ func (w *worker) sync(ctx context.Context) (time.Duration, bool) {
 		pod = nil
 	}
 	if pod != nil {
-		node := NodeName(sb.Spec.Network.IP)
+		node := nodeName(sb.Spec.Network.IP)
 		if w.recNode != node {
 			w.recorder = a.broadcaster.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: Component, Host: node})
 			w.recNode = node
@@ -181,9 +181,9 @@ func (w *worker) sync(ctx context.Context) (time.Duration, bool) {
 		}
 		return 10 * time.Second, false
 	}
-	if !controllerutil.ContainsFinalizer(sb, Finalizer) {
+	if !controllerutil.ContainsFinalizer(sb, vesselv1.FinalizerSandbox) {
 		patch := client.MergeFrom(sb.DeepCopy())
-		controllerutil.AddFinalizer(sb, Finalizer)
+		controllerutil.AddFinalizer(sb, vesselv1.FinalizerSandbox)
 		if err := a.client.Patch(ctx, sb, patch); err != nil {
 			return time.Second, false
 		}
@@ -206,11 +206,11 @@ func gracePeriod(pod *corev1.Pod, sb *vesselv1.Sandbox) time.Duration {
 }
 
 func (w *worker) removeFinalizer(ctx context.Context, sb *vesselv1.Sandbox) error {
-	if !controllerutil.ContainsFinalizer(sb, Finalizer) {
+	if !controllerutil.ContainsFinalizer(sb, vesselv1.FinalizerSandbox) {
 		return nil
 	}
 	patch := client.MergeFrom(sb.DeepCopy())
-	controllerutil.RemoveFinalizer(sb, Finalizer)
+	controllerutil.RemoveFinalizer(sb, vesselv1.FinalizerSandbox)
 	if err := w.a.client.Patch(ctx, sb, patch); err != nil && !apierrors.IsNotFound(err) {
 		w.log.WarnContext(ctx, "remove finalizer", "err", err)
 		return err
@@ -219,7 +219,7 @@ func (w *worker) removeFinalizer(ctx context.Context, sb *vesselv1.Sandbox) erro
 }
 
 func (w *worker) facts(sb *vesselv1.Sandbox) podFacts {
-	return podFacts{PodIP: sb.Spec.Network.IP, HostIP: w.a.cfg.Address, NodeName: NodeName(sb.Spec.Network.IP), Size: sb.Spec.Size}
+	return podFacts{PodIP: sb.Spec.Network.IP, HostIP: w.a.cfg.Address, NodeName: nodeName(sb.Spec.Network.IP), Size: sb.Spec.Size}
 }
 
 // ensureSandbox prepares the runtime sandbox (network included) once per worker lifetime.
@@ -282,7 +282,7 @@ func (w *worker) sandboxSpec(sb *vesselv1.Sandbox, pod *corev1.Pod) (runtime.San
 		Resources: runtime.Resources{MilliCPU: sb.Spec.Size.MilliVCPU, MemoryBytes: sb.Spec.Size.MemoryMiB << 20},
 		DNS:       dnsConfig(pod, w.a.cfg.ClusterDNS, w.a.cfg.ClusterDomain),
 		Labels: map[string]string{runtimeLabelSandboxUID: string(sb.UID), runtimeLabelPodUID: string(sb.Spec.Owner.UID),
-			LabelPodNamespace: sb.Spec.Owner.Namespace, LabelPodName: sb.Spec.Owner.Name},
+			vesselv1.LabelPodNamespace: sb.Spec.Owner.Namespace, vesselv1.LabelPodName: sb.Spec.Owner.Name},
 	}
 	for _, ha := range pod.Spec.HostAliases {
 		if ip, err := netip.ParseAddr(ha.IP); err == nil {

@@ -284,7 +284,7 @@ func (f *hostFixture) runPod(t *testing.T, ns string, pod *corev1.Pod) *corev1.P
 	f.nextIP++
 	ip := fmt.Sprintf("10.231.20.%d", f.nextIP)
 	f.mu.Unlock()
-	nodeName := hostagent.NodeName(ip)
+	nodeName := vesselv1.NodeNameForIP(netip.MustParseAddr(ip))
 	pod.Namespace = ns
 	pod.Spec.NodeName = nodeName
 	pod.Spec.SchedulerName = vesselv1.SchedulerName
@@ -305,18 +305,18 @@ func (f *hostFixture) runPod(t *testing.T, ns string, pod *corev1.Pod) *corev1.P
 		created, err = f.env.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 		return err // the default ServiceAccount appears shortly after the namespace
 	})
-	sbName := hostagent.SandboxName(string(created.UID))
+	sbName := vesselv1.SandboxNameForPod(created.UID)
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName,
 		Labels:      map[string]string{vesselv1.LabelComputeType: vesselv1.ComputeTypeVessel},
-		Annotations: map[string]string{hostagent.AnnotationSandbox: vesselv1.SystemNamespace + "/" + sbName}},
+		Annotations: map[string]string{vesselv1.AnnotationSandbox: vesselv1.SystemNamespace + "/" + sbName}},
 		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: vesselv1.LabelComputeType, Value: vesselv1.ComputeTypeVessel, Effect: corev1.TaintEffectNoSchedule}}}}
 	if _, err := f.env.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create node: %v", err)
 	}
 	t.Cleanup(func() { f.env.Client.CoreV1().Nodes().Delete(context.Background(), nodeName, metav1.DeleteOptions{}) })
 	sb := &vesselv1.Sandbox{
-		ObjectMeta: metav1.ObjectMeta{Name: sbName, Namespace: vesselv1.SystemNamespace, Finalizers: []string{hostagent.Finalizer},
-			Labels: map[string]string{hostagent.LabelHost: hostName, hostagent.LabelPodNamespace: ns, hostagent.LabelPodName: pod.Name, hostagent.LabelPodUID: string(created.UID)}},
+		ObjectMeta: metav1.ObjectMeta{Name: sbName, Namespace: vesselv1.SystemNamespace, Finalizers: []string{vesselv1.FinalizerSandbox},
+			Labels: map[string]string{vesselv1.LabelHost: hostName, vesselv1.LabelPodNamespace: ns, vesselv1.LabelPodName: pod.Name, vesselv1.LabelPodUID: string(created.UID)}},
 		Spec: vesselv1.SandboxSpec{
 			Owner:     vesselv1.SandboxOwner{Kind: vesselv1.OwnerPod, Namespace: ns, Name: created.Name, UID: created.UID},
 			Size:      vesselv1.SandboxSize{MilliVCPU: 500, MemoryMiB: 512, DiskGiB: 20},
@@ -669,7 +669,7 @@ func TestHostAgent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sbID := hostagent.SandboxName(string(got.UID))
+		sbID := vesselv1.SandboxNameForPod(got.UID)
 		begin := time.Now()
 		if err := env.Client.CoreV1().Pods(ns).Delete(ctx, web.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
