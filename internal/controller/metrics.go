@@ -241,9 +241,10 @@ func (c *Controller) startMetricsAPI(ctx context.Context, cs kubernetes.Interfac
 	go func() { defer close(done); _ = m.scraper.Run(scrapeCtx) }()
 	stop = func() {
 		cancel()
-		shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancelShutdown()
-		_ = m.srv.Shutdown(shutdownCtx)
+		// Close, not Shutdown: the aggregator keeps an idle HTTP/2 connection to this server
+		// that it never gives up, so a graceful Shutdown always ran into its timeout (2 s of
+		// every vessel up stop). A metrics read cut short at exit costs one kubectl top.
+		_ = m.srv.Close()
 		<-done
 	}
 	cl, err := client.New(c.cfg.REST, client.Options{Scheme: registrationScheme()})

@@ -62,6 +62,11 @@ func newAPIServer(ctx context.Context, p datadir.Paths, cfg Config, l net.Listen
 		"--kubelet-client-key=" + p.KubeletClientKey,
 		"--kubelet-certificate-authority=" + p.CACert,
 		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		// On stop, drain requests in flight, then give connections 2 s instead of the default
+		// 60 s: a client that holds a connection open without a request (a watch reconnecting,
+		// a half-open dial) otherwise held every stop for 5 s, net/http's wait for new
+		// connections.
+		"--shutdown-send-retry-after=true",
 	}
 	if cfg.AdvertiseAddress != "" {
 		args = append(args, "--advertise-address="+cfg.AdvertiseAddress)

@@ -28,8 +28,12 @@ const (
 	DefaultStreamIdleTimeout     = 4 * time.Hour
 	DefaultStreamCreationTimeout = 30 * time.Second
 	// DefaultShutdownGrace is how long Serve lets requests finish after its
-	// context is done before cutting streaming sessions and follows.
-	DefaultShutdownGrace = 5 * time.Second
+	// context is done before closing every connection. Only short requests
+	// (stats, metrics, a container log read) are left by then, as follows and
+	// streaming sessions are ended at once; but a connection a client has
+	// opened without a request yet also holds net/http's Shutdown, for up to
+	// 5 s, so the grace is what bounds a host agent's stop.
+	DefaultShutdownGrace = time.Second
 )
 
 // Config configures a Server.
