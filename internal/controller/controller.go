@@ -179,9 +179,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}()
 	defer func() {
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		// Admission requests take milliseconds. Past the grace, Close also ends connections
+		// that have not sent a request, which Shutdown alone would wait 5 s for.
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
-		_ = srv.Shutdown(shutdownCtx)
+		if err := srv.Shutdown(shutdownCtx); errors.Is(err, context.DeadlineExceeded) {
+			_ = srv.Close()
+		}
 	}()
 	if err := c.registerWebhooks(ctx); err != nil {
 		return err

@@ -33,7 +33,7 @@ const (
 	// streaming sessions are ended at once; but a connection a client has
 	// opened without a request yet also holds net/http's Shutdown, for up to
 	// 5 s, so the grace is what bounds a host agent's stop.
-	DefaultShutdownGrace = time.Second
+	DefaultShutdownGrace = 500 * time.Millisecond
 )
 
 // Config configures a Server.

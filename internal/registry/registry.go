@@ -88,17 +88,27 @@ func (s *Server) Addr() string {
 	return s.ln.Addr().String()
 }
 
+// closeGrace is how long Close lets requests in flight finish.
+const closeGrace = 500 * time.Millisecond
+
 // Handler returns the http.Handler, for embedding in another server.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Close stops the server, waiting up to 5 s for requests in flight. Idempotent.
+// Close stops the server, giving requests in flight half a second and then cutting them (an
+// interrupted push leaves no blob: uploads are verified by digest before they are stored).
+// Idempotent.
 func (s *Server) Close() error {
 	if s.srv == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
 	defer cancel()
+	// Shutdown also waits up to 5 s for connections that have not sent a request yet; past
+	// the grace, Close ends those too.
 	err := s.srv.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = s.srv.Close()
+	}
 	<-s.done
 	s.srv = nil
 	return err
