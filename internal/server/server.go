@@ -57,7 +57,7 @@ type Config struct {
 	HostName, HostAddress string
 	// CPUOvercommit multiplies this machine's CPUs in its Host capacity (see hostagent.Config).
 	CPUOvercommit, MemoryOvercommit, DiskOvercommit float64
-	// ShimArgv starts the oci runtime's per-container shim; default: this executable's `shim`.
+	// ShimArgv starts the oci runtime's per-container shim; default: oci.DefaultShimArgv.
 	ShimArgv []string
 	Logger   *slog.Logger
 }

@@ -46,9 +46,26 @@ type Config struct {
 	// on this host and runc otherwise.
 	Runtime string
 	// ShimArgv starts a shim: ShimMain's arguments are appended. Default:
-	// the current executable with "shim".
+	// DefaultShimArgv of the current executable.
 	ShimArgv []string
 	Logger   *slog.Logger
+}
+
+// ShimBinary is the name of the shim's own executable (cmd/vessel-shim),
+// installed next to vessel.
+const ShimBinary = "vessel-shim"
+
+// DefaultShimArgv is how the executable exe starts a shim: the vessel-shim
+// binary next to it when there is one, else exe's own `shim` subcommand.
+// The separate binary matters for start latency: one shim starts per
+// container, and vessel initialises the Kubernetes packages it links for
+// ~200 ms before main runs, vessel-shim for a few ms.
+func DefaultShimArgv(exe string) []string {
+	sibling := filepath.Join(filepath.Dir(exe), ShimBinary)
+	if st, err := os.Stat(sibling); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+		return []string{sibling}
+	}
+	return []string{exe, "shim"}
 }
 
 // Runtime is the oci implementation of runtime.Runtime.
@@ -91,7 +108,7 @@ func New(cfg Config) (*Runtime, error) {
 		if err != nil {
 			return nil, fmt.Errorf("oci runtime: shim executable: %w", err)
 		}
-		argv = []string{exe, "shim"}
+		argv = DefaultShimArgv(exe)
 	}
 	log := cfg.Logger
 	if log == nil {

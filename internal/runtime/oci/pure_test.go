@@ -2,6 +2,8 @@ package oci
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -209,5 +211,26 @@ func TestHostsAndResolv(t *testing.T) {
 	r := resolvConf(runtime.DNSConfig{Searches: []string{"a.svc", "svc"}, Options: []string{"ndots:5"}})
 	if r != "search a.svc svc\noptions ndots:5\n" {
 		t.Errorf("resolv.conf = %q", r)
+	}
+}
+
+func TestDefaultShimArgv(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "vessel")
+	if got := DefaultShimArgv(exe); !slices.Equal(got, []string{exe, "shim"}) {
+		t.Errorf("without %s: %q, want the vessel shim subcommand", ShimBinary, got)
+	}
+	shim := filepath.Join(dir, ShimBinary)
+	if err := os.WriteFile(shim, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := DefaultShimArgv(exe); !slices.Equal(got, []string{exe, "shim"}) {
+		t.Errorf("with a %s that is not executable: %q, want the vessel shim subcommand", ShimBinary, got)
+	}
+	if err := os.Chmod(shim, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := DefaultShimArgv(exe); !slices.Equal(got, []string{shim}) {
+		t.Errorf("with %s: %q, want it", ShimBinary, got)
 	}
 }
