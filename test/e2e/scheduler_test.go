@@ -161,17 +161,28 @@ func (e *schedEnv) subnet(t *testing.T, name, cidr, gateway, zone string) string
 	return name
 }
 
-// profile creates a VesselProfile named after the test over subnets.
+// profile creates a VesselProfile named after the test over subnets and waits until it is
+// Active: admission refuses pods that name a profile the controller has not processed yet.
 func (e *schedEnv) profile(t *testing.T, subnets ...string) string {
-	name := e.prefix
-	e.create(t, &vesselv1.VesselProfile{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
+	t.Helper()
+	p := &vesselv1.VesselProfile{
+		ObjectMeta: metav1.ObjectMeta{Name: e.prefix},
 		Spec: vesselv1.VesselProfileSpec{
 			Selectors: []vesselv1.ProfileSelector{{Namespace: e.ns}},
 			Subnets:   subnets,
 		},
+	}
+	e.create(t, p)
+	testenv.Eventually(t, 30*time.Second, "profile "+p.Name+" Active", func(ctx context.Context) error {
+		if err := e.c.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
+			return err
+		}
+		if p.Status.Phase != vesselv1.ProfileActive {
+			return fmt.Errorf("phase %q, message %q", p.Status.Phase, p.Status.Message)
+		}
+		return nil
 	})
-	return name
+	return p.Name
 }
 
 // host registers a Host with room for pods sandboxes of 4 vCPU / 16 GiB

@@ -127,15 +127,19 @@ func runShim(a shimArgs, syncPipe *os.File) error {
 		full := append([]string{"--root", a.runcRoot, "--log", p.runcLog}, args...)
 		cmd := exec.Command(a.runc, full...)
 		cmd.Stdout, cmd.Stderr = stdout, stderr
-		if args[0] == "create" && stdin != nil {
+		if args[0] == "run" && stdin != nil {
 			cmd.Stdin = stdin
 		}
 		return cmd.Run()
 	}
-	// runc create hands its own stdout/stderr to the container process, so
-	// they are the pipe ends; its error messages reach runcLog as well.
-	if err := runc(outW, errW, "create", "--bundle", p.bundle, "--pid-file", p.pid, a.id); err != nil {
-		return startFailed(p, reply, fmt.Errorf("runc create: %w: %s", err, lastRuncError(p.runcLog)))
+	// runc run --detach hands its own stdout/stderr to the container process,
+	// so they are the pipe ends; its error messages reach runcLog as well.
+	// One run instead of create + start saves a runc process per container
+	// start (~40 ms on a slow machine); nothing here needs the pause between
+	// the two, as the pipes buffer what the container writes before the
+	// copiers start.
+	if err := runc(outW, errW, "run", "--detach", "--bundle", p.bundle, "--pid-file", p.pid, a.id); err != nil {
+		return startFailed(p, reply, fmt.Errorf("runc run: %w: %s", err, lastRuncError(p.runcLog)))
 	}
 	outW.Close()
 	errW.Close()
@@ -158,9 +162,6 @@ func runShim(a shimArgs, syncPipe *os.File) error {
 	pid, err := strconv.Atoi(strings.TrimSpace(string(pidBytes)))
 	if err != nil {
 		return startFailed(p, reply, fmt.Errorf("pid file: %w", err))
-	}
-	if err := runc(nil, nil, "start", a.id); err != nil {
-		return startFailed(p, reply, fmt.Errorf("runc start: %w: %s", err, lastRuncError(p.runcLog)))
 	}
 	if err := writeFileAtomic(p.started, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
 		return startFailed(p, reply, err)
