@@ -192,19 +192,19 @@ func benchHTTPS(b *testing.B, h http.Handler, body []byte, concurrency int, burs
 	b.ResetTimer()
 	if burst {
 		for sent := 0; sent < b.N; sent += concurrency {
-			var round sync.WaitGroup
 			for w := range min(concurrency, b.N-sent) {
-				round.Add(1)
-				go worker(w, &round)
+				wg.Add(1)
+				go worker(w, &wg)
 			}
-			round.Wait()
+			wg.Wait()
 		}
+	} else {
+		for w := range concurrency {
+			wg.Add(1)
+			go worker(w, &wg)
+		}
+		wg.Wait()
 	}
-	for w := range concurrency {
-		wg.Add(1)
-		go worker(w, &wg) // in burst mode there is nothing left to send
-	}
-	wg.Wait()
 	b.StopTimer()
 	close(errs)
 	if err := <-errs; err != nil {
