@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/spf13/pflag"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
@@ -21,8 +24,9 @@ type runner interface {
 }
 
 // newAPIServer configures kube-apiserver from the same flags an operator would pass to the
-// upstream binary, so its behaviour and its documentation stay the upstream ones.
-func newAPIServer(ctx context.Context, p datadir.Paths, cfg Config, l net.Listener) (runner, error) {
+// upstream binary, so its behaviour and its documentation stay the upstream ones. waitStorage is
+// called once, before the first step that connects to etcd; its error ends the construction.
+func newAPIServer(ctx context.Context, p datadir.Paths, cfg Config, l net.Listener, waitStorage func() error) (runner, error) {
 	s := apiserveroptions.NewServerRunOptions()
 	fs := pflag.NewFlagSet("kube-apiserver", pflag.ContinueOnError)
 	for _, f := range s.Flags().FlagSets {
@@ -100,9 +104,30 @@ func newAPIServer(ctx context.Context, p datadir.Paths, cfg Config, l net.Listen
 	if err != nil {
 		return nil, fmt.Errorf("complete kube-apiserver config: %w", err)
 	}
+	if err := waitStorage(); err != nil {
+		return nil, err
+	}
 	server, err := apiserverapp.CreateServerChain(completedConfig)
 	if err != nil {
 		return nil, fmt.Errorf("create kube-apiserver: %w", err)
+	}
+	// The hook only starts the priming and returns, so it never holds readiness itself.
+	err = server.GenericAPIServer.AddPostStartHook(primeHookName, func(hc genericapiserver.PostStartHookContext) error {
+		client, err := kubernetes.NewForConfig(hc.LoopbackClientConfig)
+		if err != nil {
+			return fmt.Errorf("client for priming the RBAC policy: %w", err)
+		}
+		go func() {
+			start := time.Now()
+			defer func() { cfg.Logger.Debug("primed the bootstrap RBAC policy", "elapsed", time.Since(start)) }()
+			if err := primeBootstrapPolicy(hc, client, cfg.Logger); err != nil {
+				cfg.Logger.Debug("priming the bootstrap RBAC policy did not finish; kube-apiserver's own hook completes it", "err", err)
+			}
+		}()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add kube-apiserver post-start hook: %w", err)
 	}
 	prepared, err := server.PrepareRun()
 	if err != nil {

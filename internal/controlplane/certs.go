@@ -17,7 +17,8 @@ import (
 const serviceIP = "10.43.0.1"
 
 // ensureCertificates creates what is missing of the cluster's TLS material and kubeconfigs and
-// keeps what is there, so a restart reuses the same identities.
+// keeps what is there, so a restart reuses the same identities. The service-account signing key
+// is not among them: run makes it while etcd starts.
 func ensureCertificates(p datadir.Paths, cfg Config) (*pki.CA, error) {
 	ca, err := pki.LoadOrCreateCA(p.CACert, p.CAKey, "vessel-ca")
 	if err != nil {
@@ -55,10 +56,6 @@ func ensureCertificates(p datadir.Paths, cfg Config) (*pki.CA, error) {
 			return nil, err
 		}
 	}
-	if err := pki.EnsureRSAKey(p.ServiceAccountKey, p.ServiceAccountPub); err != nil {
-		return nil, err
-	}
-
 	server := fmt.Sprintf("https://%s", net.JoinHostPort(cfg.clientHost(), fmt.Sprint(cfg.APIPort)))
 	if err := writeKubeconfig(p.Kubeconfig, server, p.CACert, p.AdminCert, p.AdminKey, "vessel-admin"); err != nil {
 		return nil, err

@@ -15,11 +15,13 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/server/v3/embed"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vessel-dev/vessel/internal/datadir"
+	"github.com/vessel-dev/vessel/internal/pki"
 )
 
 // Config says where the control plane keeps its state and where it listens.
@@ -195,37 +197,62 @@ func (e *Embedded) run(ctx context.Context, apiListener net.Listener) {
 		}
 	}()
 
-	etcd, err := startEtcd(ctx, e.paths, e.cfg)
-	if err != nil {
-		apiListener.Close()
-		e.err = err
-		return
-	}
-	etcdStopping := make(chan struct{})
-	stops = append(stops, func() { close(etcdStopping); etcd.Close() })
+	// etcd starts while the rest is prepared: kube-apiserver's configuration needs no storage, and
+	// its first storage connection waits for etcd (a blocking dial), so the two overlap safely.
+	// On a fresh data directory the service-account key (RSA, the slowest to generate) is made in
+	// the same window.
+	var (
+		etcd         *embed.Etcd
+		etcdErr      error
+		etcdStarted  = make(chan struct{})
+		etcdStopping = make(chan struct{})
+	)
 	go func() {
-		select {
-		case err := <-etcd.Err():
-			failed <- fmt.Errorf("etcd stopped: %w", orStopped(err))
-		case <-etcdStopping:
-		}
+		defer close(etcdStarted)
+		etcd, etcdErr = startEtcd(ctx, e.paths, e.cfg)
 	}()
-	e.log.Debug("etcd ready", "elapsed", time.Since(start))
+	waitEtcd := func() error {
+		<-etcdStarted
+		return etcdErr
+	}
+	stops = append(stops, func() {
+		if waitEtcd() == nil {
+			close(etcdStopping)
+			etcd.Close()
+		}
+	})
+	saKey := make(chan error, 1)
+	go func() { saKey <- pki.EnsureRSAKey(e.paths.ServiceAccountKey, e.paths.ServiceAccountPub) }()
 
 	// The controller-manager's options must exist before the apiserver's: building them changes a
 	// process-wide feature gate default that panics once the apiserver has registered it.
 	kcm, err := newControllerManager(e.paths)
+	if err == nil {
+		err = <-saKey
+	}
+	var api runner
+	if err == nil {
+		api, err = newAPIServer(ctx, e.paths, e.cfg, apiListener, func() error {
+			if err := waitEtcd(); err != nil {
+				return err
+			}
+			e.log.Debug("etcd ready", "elapsed", time.Since(start))
+			go func() {
+				select {
+				case err := <-etcd.Err():
+					failed <- fmt.Errorf("etcd stopped: %w", orStopped(err))
+				case <-etcdStopping:
+				}
+			}()
+			return nil
+		})
+	}
 	if err != nil {
 		apiListener.Close()
 		e.err = err
 		return
 	}
-	api, err := newAPIServer(ctx, e.paths, e.cfg, apiListener)
-	if err != nil {
-		apiListener.Close()
-		e.err = err
-		return
-	}
+	e.log.Debug("kube-apiserver configured", "elapsed", time.Since(start))
 	stops = append(stops, e.goRun("kube-apiserver", api.Run, failed))
 	if err := e.waitAPIReady(ctx, failed); err != nil {
 		e.err = err
