@@ -160,7 +160,35 @@ type SandboxStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Startup is how long each step of the sandbox's first start took on its host, for start
+	// latency analysis (`vessel bench pods` reads it). The host agent sets it once, in the first
+	// status that reports every container started.
+	// +optional
+	// +listType=map
+	// +listMapKey=step
+	Startup []StartupStep `json:"startup,omitempty"`
 }
+
+// StartupStep names one step of a sandbox's start on its host and its duration.
+type StartupStep struct {
+	// Step is one of StartupSteps.
+	Step string `json:"step"`
+	// Duration is wall time on the host.
+	Duration metav1.Duration `json:"duration"`
+}
+
+// The host-side steps of a sandbox's first start, in the order they run.
+const (
+	// StepNetwork prepares the sandbox's network (namespace or tap, address, routes) and the
+	// runtime sandbox.
+	StepNetwork = "network"
+	// StepVolumes writes the pod's volumes (service-account token, config maps, secrets, …).
+	StepVolumes = "volumes"
+	// StepImage resolves every container's image (from the cache, or a pull).
+	StepImage = "image"
+	// StepContainerStart creates and starts the containers.
+	StepContainerStart = "containerStart"
+)
 
 // SandboxList is a list of Sandboxes.
 // +kubebuilder:object:root=true

@@ -10,9 +10,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vesselv1 "github.com/vessel-dev/vessel/api/v1"
 )
 
 // PodsOptions configures the pod start benchmark.
@@ -30,21 +35,35 @@ type PodsOptions struct {
 // timeline is when the benchmark first saw each step of one pod, all measured client-side from
 // the moment before its create call (server timestamps have only second resolution).
 type timeline struct {
-	start, admitted, scheduled, addressed, running, ready time.Time
+	start, admitted, scheduled, ready time.Time
+	uid                               types.UID
+	// steps are the host agent's own measurements of its steps (Sandbox.status.startup).
+	steps map[string]time.Duration
 }
 
 // Pods measures pod create → Ready through the API, as a user sees it, for Serial pods one at a
 // time and then Burst pods at once, with a per-phase breakdown:
 //
-//	admit      create call round trip (admission webhook included)
-//	schedule   created → bound to a node (host choice, IP, Sandbox and Node objects)
-//	sandbox    bound → pod IP reported (network namespace, runtime sandbox)
-//	containers pod IP → container running (image from cache, create, start)
-//	ready      running → Ready condition
+//	admit           create call round trip (admission webhook included)
+//	schedule        created → bound to a node (host choice, IP, Sandbox and Node objects)
+//	network         the host agent's network and runtime sandbox set-up  ┐ measured by the
+//	volumes         writing the pod's volumes (service-account token)    │ host agent
+//	image           resolving the image (cache, or registry for :latest) │ (Sandbox.status
+//	container start creating and starting the container                  ┘ .startup)
+//	ready           the rest of bound → Ready: the agent picking the sandbox up, status
+//	                writes, the watch reaching the client
 func Pods(ctx context.Context, w io.Writer, o PodsOptions) error {
 	cfg := rest.CopyConfig(o.REST)
 	cfg.QPS, cfg.Burst = 500, 1000
 	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	scheme := runtime.NewScheme()
+	if err := vesselv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	cl, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return err
 	}
@@ -85,6 +104,9 @@ func Pods(ctx context.Context, w io.Writer, o PodsOptions) error {
 		if err := tr.waitReady(ctx, name, 2*time.Minute); err != nil {
 			return err
 		}
+		if err := tr.readSteps(ctx, cl, name); err != nil {
+			return err
+		}
 		serial = append(serial, name)
 		_ = cs.CoreV1().Pods(o.Namespace).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
 	}
@@ -111,7 +133,11 @@ func Pods(ctx context.Context, w io.Writer, o PodsOptions) error {
 				errs <- err
 				return
 			}
-			errs <- tr.waitReady(ctx, name, 3*time.Minute)
+			if err := tr.waitReady(ctx, name, 3*time.Minute); err != nil {
+				errs <- err
+				return
+			}
+			errs <- tr.readSteps(ctx, cl, name)
 		}()
 	}
 	wg.Wait()
@@ -185,13 +211,8 @@ func (t *tracker) observe(pod *corev1.Pod, now time.Time) {
 			*at = now
 		}
 	}
+	tl.uid = pod.UID
 	mark(&tl.scheduled, pod.Spec.NodeName != "")
-	mark(&tl.addressed, pod.Status.PodIP != "")
-	running := false
-	for _, cs := range pod.Status.ContainerStatuses {
-		running = running || cs.State.Running != nil
-	}
-	mark(&tl.running, running)
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && tl.ready.IsZero() {
 			tl.ready = now
@@ -214,34 +235,63 @@ func (t *tracker) waitReady(ctx context.Context, name string, timeout time.Durat
 	}
 }
 
+// readSteps copies the host agent's step durations for a Ready pod from its Sandbox.
+func (t *tracker) readSteps(ctx context.Context, cl client.Client, name string) error {
+	t.mu.Lock()
+	uid := t.pods[name].uid
+	t.mu.Unlock()
+	var sb vesselv1.Sandbox
+	key := client.ObjectKey{Namespace: vesselv1.SystemNamespace, Name: vesselv1.SandboxNameForPod(uid)}
+	// The Sandbox's status is written just after the pod's; give it a moment.
+	for range 50 {
+		if err := cl.Get(ctx, key, &sb); err != nil {
+			return fmt.Errorf("read sandbox of pod %s: %w", name, err)
+		}
+		if len(sb.Status.Startup) > 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tl := t.pods[name]
+	tl.steps = map[string]time.Duration{}
+	for _, s := range sb.Status.Startup {
+		tl.steps[s.Step] = s.Duration.Duration
+	}
+	return nil
+}
+
 func (t *tracker) report(w io.Writer, names []string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var total, admit, sched, sandbox, containers, ready Durations
+	hostSteps := []struct{ step, label string }{
+		{vesselv1.StepNetwork, "  network"},
+		{vesselv1.StepVolumes, "  volumes"},
+		{vesselv1.StepImage, "  image"},
+		{vesselv1.StepContainerStart, "  container start"},
+	}
+	var total, admit, sched, ready Durations
+	host := make([]Durations, len(hostSteps))
 	for _, n := range names {
 		tl := t.pods[n]
-		// A step reported in the same status update as the next one gets zero time.
-		addressed, running := orLater(tl.addressed, tl.running), orLater(tl.running, tl.ready)
 		total = append(total, tl.ready.Sub(tl.start))
 		admit = append(admit, tl.admitted.Sub(tl.start))
 		sched = append(sched, nonNegative(tl.scheduled.Sub(tl.admitted)))
-		sandbox = append(sandbox, nonNegative(addressed.Sub(tl.scheduled)))
-		containers = append(containers, nonNegative(running.Sub(addressed)))
-		ready = append(ready, nonNegative(tl.ready.Sub(running)))
+		rest := tl.ready.Sub(tl.scheduled)
+		for i, s := range hostSteps {
+			host[i] = append(host[i], tl.steps[s.step])
+			rest -= tl.steps[s.step]
+		}
+		ready = append(ready, nonNegative(rest))
 	}
 	total.Report(w, "  create → Ready")
 	admit.Report(w, "  admit")
 	sched.Report(w, "  schedule")
-	sandbox.Report(w, "  sandbox (network, runtime)")
-	containers.Report(w, "  containers (image, start)")
-	ready.Report(w, "  ready")
-}
-
-func orLater(t, later time.Time) time.Time {
-	if t.IsZero() {
-		return later
+	for i, s := range hostSteps {
+		host[i].Report(w, s.label)
 	}
-	return t
+	ready.Report(w, "  ready (rest)")
 }
 
 func nonNegative(d time.Duration) time.Duration { return max(d, 0) }

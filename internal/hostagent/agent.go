@@ -139,18 +139,19 @@ type Subnets interface {
 
 // Agent is the host agent of one host.
 type Agent struct {
-	cfg    Config
-	log    *slog.Logger
-	rest   *rest.Config
-	kube   kubernetes.Interface
-	client client.Client // uncached, for writes and authoritative reads
-	scheme *k8sruntime.Scheme
-	rt     runtime.Runtime
-	images *image.Store
-	nets   Subnets
-	dirs   layout
-	hooks  *handlers
-	objs   Objects
+	cfg     Config
+	log     *slog.Logger
+	rest    *rest.Config
+	kube    kubernetes.Interface
+	client  client.Client // uncached, for writes and authoritative reads
+	scheme  *k8sruntime.Scheme
+	rt      runtime.Runtime
+	images  *image.Store
+	nets    Subnets
+	dirs    layout
+	hooks   *handlers
+	objs    Objects
+	metrics *metrics
 
 	cache       cache.Cache
 	broadcaster record.EventBroadcaster
@@ -190,8 +191,8 @@ func New(cfg Config, restCfg *rest.Config, rt runtime.Runtime, images *image.Sto
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("host", cfg.HostName), rest: restCfg, kube: kube, client: c, scheme: scheme,
 		rt: rt, images: images, nets: subnets, dirs: layout{root: cfg.DataDir},
-		hooks:   &handlers{rt: rt, client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}},
-		objs:    apiObjects{kube},
+		hooks: &handlers{rt: rt, client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}},
+		objs:  apiObjects{kube}, metrics: newMetrics(),
 		workers: map[string]*worker{}, ready: make(chan struct{}),
 	}
 	return a, nil

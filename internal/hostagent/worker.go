@@ -55,6 +55,7 @@ type worker struct {
 	recorder  record.EventRecorder
 	recNode   string
 	startTime time.Time
+	startup   startupClock
 }
 
 type probeEntry struct {
@@ -331,15 +332,22 @@ func (w *worker) runPod(ctx context.Context, sb *vesselv1.Sandbox, pod *corev1.P
 	facts := w.facts(sb)
 	terminal := sb.Status.Phase == vesselv1.SandboxSucceeded || sb.Status.Phase == vesselv1.SandboxFailed
 	next := a.cfg.PollInterval
+	if len(sb.Status.Startup) > 0 {
+		w.startup.done = true
+	}
 	var sandboxErr error
-	if err := w.ensureSandbox(ctx, sb, pod); err != nil {
+	if err := w.startup.time(vesselv1.StepNetwork, func() error { return w.ensureSandbox(ctx, sb, pod) }); err != nil {
 		sandboxErr = err
 		w.event(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
 		w.log.WarnContext(ctx, "create sandbox", "err", err)
 		next = 5 * time.Second
 	}
 	if sandboxErr == nil && w.vols == nil {
-		vols, err := (&volumePreparer{kube: a.kube, objs: a.objs, dirs: a.dirs}).prepare(ctx, w.name, pod, sb.Spec.Volumes, facts)
+		var vols map[string]string
+		err := w.startup.time(vesselv1.StepVolumes, func() (err error) {
+			vols, err = (&volumePreparer{kube: a.kube, objs: a.objs, dirs: a.dirs}).prepare(ctx, w.name, pod, sb.Spec.Volumes, facts)
+			return err
+		})
 		if err != nil {
 			sandboxErr = err
 			w.event(pod, corev1.EventTypeWarning, "FailedMount", "MountVolume.SetUp failed: %v", err)
@@ -543,7 +551,11 @@ func (w *worker) start(ctx context.Context, sb *vesselv1.Sandbox, pod *corev1.Po
 		v.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: msg}
 		w.waiting[c.Name] = v.Waiting
 	}
-	img, retry := w.pull(ctx, pod, c, setWaiting)
+	var (
+		img   *image.Image
+		retry time.Duration
+	)
+	w.startup.time(vesselv1.StepImage, func() error { img, retry = w.pull(ctx, pod, c, setWaiting); return nil })
 	if img == nil {
 		return retry
 	}
@@ -579,8 +591,12 @@ func (w *worker) start(ctx context.Context, sb *vesselv1.Sandbox, pod *corev1.Po
 	if err := a.images.Acquire(img.Digest, w.name); err != nil {
 		w.log.WarnContext(ctx, "image lease", "err", err)
 	}
-	id, err := a.rt.StartContainer(ctx, w.name, spec)
-	if st, serr := a.rt.ContainerStatus(ctx, runtime.ContainerID(id)); serr == nil && id != "" {
+	var id runtime.ContainerID
+	err = w.startup.time(vesselv1.StepContainerStart, func() (err error) {
+		id, err = a.rt.StartContainer(ctx, w.name, spec)
+		return err
+	})
+	if st, serr := a.rt.ContainerStatus(ctx, id); serr == nil && id != "" {
 		v.Cur, v.Prev = &st, v.Cur
 	}
 	if err != nil {
@@ -976,11 +992,32 @@ func (w *worker) writeStatus(ctx context.Context, sb *vesselv1.Sandbox, pod *cor
 		}
 	}
 	meta.SetStatusCondition(&newSB.Status.Conditions, metav1.Condition{Type: "Ready", Status: ready, Reason: "Pod" + string(phase), ObservedGeneration: sb.Generation})
+	firstStart := !w.startup.done && allStarted(views)
+	if firstStart {
+		newSB.Status.Startup = w.startup.report()
+	}
 	if !sameJSON(sb.Status, newSB.Status) {
-		if err := a.client.Status().Update(ctx, newSB); err != nil && !apierrors.IsConflict(err) {
+		err := a.client.Status().Update(ctx, newSB)
+		if err != nil && !apierrors.IsConflict(err) {
 			w.log.WarnContext(ctx, "update sandbox status", "err", err)
 		}
+		if err == nil && firstStart {
+			w.startup.done = true
+			for _, s := range newSB.Status.Startup {
+				a.metrics.startStep.WithLabelValues(s.Step).Observe(s.Duration.Seconds())
+			}
+		}
 	}
+}
+
+// allStarted reports whether every container has run at least once: the end of a first start.
+func allStarted(views []*containerView) bool {
+	for _, v := range views {
+		if v.Cur == nil {
+			return false
+		}
+	}
+	return len(views) > 0
 }
 
 func sameJSON(a, b any) bool {

@@ -51,6 +51,9 @@ type Config struct {
 	// Authorizer decides with the kubelet's attributes (nodes/proxy, …).
 	// Required; see DelegatingAuth.
 	Authorizer authorizer.Authorizer
+	// Metrics, when set, serves GET /metrics (the host's own metrics in the Prometheus text
+	// format, as the kubelet serves its own there).
+	Metrics http.Handler
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
 	// Streaming timeouts; the kubelet's defaults when zero.
@@ -115,6 +118,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	mux.HandleFunc("GET /stats/summary", s.statsSummary)
 	mux.HandleFunc("GET /metrics/resource", s.metricsResource)
+	if cfg.Metrics != nil {
+		mux.Handle("GET /metrics", cfg.Metrics)
+	}
 	s.handler = s.withAuth(mux)
 	return s, nil
 }

@@ -74,7 +74,7 @@ func newHost(cfg Config, p datadir.Paths, restCfg *rest.Config, ca *pki.CA, kube
 		return nil, err
 	}
 	srv, err := kubeletapi.New(kubeletapi.Config{
-		Provider: agent.KubeletProvider(), TLS: kubeletapi.NewTLSConfig(cert),
+		Provider: agent.KubeletProvider(), TLS: kubeletapi.NewTLSConfig(cert), Metrics: agent.MetricsHandler(),
 		Authenticator: authn, Authorizer: authz, Logger: cfg.Logger,
 	})
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -243,6 +245,39 @@ func TestVesselUpRunsPods(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("host agent reports each start step, in the Sandbox and on the node's /metrics", func(t *testing.T) {
+		p := pods[0]
+		var sb vesselv1.Sandbox
+		if err := s.ctrl.Get(ctx, client.ObjectKey{Namespace: vesselv1.SystemNamespace, Name: vesselv1.SandboxNameForPod(p.UID)}, &sb); err != nil {
+			t.Fatal(err)
+		}
+		var steps []string
+		for _, st := range sb.Status.Startup {
+			steps = append(steps, st.Step)
+			// Every step of this pod does real work: a netns, a token volume, an image lookup, runc.
+			if st.Duration.Duration <= 0 {
+				t.Errorf("step %s took %v", st.Step, st.Duration.Duration)
+			}
+		}
+		want := []string{vesselv1.StepNetwork, vesselv1.StepVolumes, vesselv1.StepImage, vesselv1.StepContainerStart}
+		if !slices.Equal(steps, want) {
+			t.Errorf("startup steps %v, want %v", steps, want)
+		}
+		raw, err := s.cs.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", p.Spec.NodeName, "proxy/metrics").DoRaw(ctx)
+		if err != nil {
+			t.Fatalf("node metrics: %v: %s", err, raw)
+		}
+		// Three pods started on this host so far (the restart subtest comes later).
+		re := regexp.MustCompile(`(?m)^vessel_sandbox_start_step_duration_seconds_count\{step="containerStart"\} (\d+)$`)
+		m := re.FindSubmatch(raw)
+		if m == nil {
+			t.Fatalf("no containerStart histogram in the node's /metrics:\n%s", raw)
+		}
+		if n, _ := strconv.Atoi(string(m[1])); n < 3 {
+			t.Errorf("containerStart observed %d times, want at least 3", n)
+		}
 	})
 
 	t.Run("size annotation and sandbox limits follow the size table", func(t *testing.T) {

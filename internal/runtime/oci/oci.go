@@ -352,7 +352,15 @@ func (r *Runtime) StartContainer(ctx context.Context, sandboxID string, spec run
 		r.removeContainer(context.WithoutCancel(ctx), id)
 		return "", fmt.Errorf("start container %s: %w", id, err)
 	}
+	// CPU quotas apply to the workload, not to runc setting it up: see liftCPUQuota.
+	restore := r.cg.liftCPUQuota(sandboxCgroup(sandboxID))
 	pid, err := r.startShim(ctx, sandboxID, id, p)
+	if err == nil && spec.Limits.MilliCPU > 0 {
+		err = r.cg.setCPUQuota(containerCgroup(sandboxID, id), cpuQuota(spec.Limits.MilliCPU))
+	}
+	if rerr := restore(); err == nil {
+		err = rerr
+	}
 	if err != nil {
 		// The exit record keeps the StartError for ContainerStatus.
 		return "", fmt.Errorf("start container %s: %w", id, err)

@@ -600,3 +600,34 @@ func TestStdinForAttach(t *testing.T) {
 		t.Errorf("OpenStdin without Stdin: %v, want ErrFailedPrecondition", err)
 	}
 }
+
+// Quotas hold the workload, not runc: during start the sandbox's quota is lifted, and after it
+// both the sandbox's and the container's quotas are in place.
+func TestCPUQuotasInPlaceAfterStart(t *testing.T) {
+	f := newFixture(t)
+	f.createSandbox(t, "sb-cpu", runtime.Resources{MilliCPU: 250, MemoryBytes: 128 << 20})
+	id := f.start(t, "sb-cpu", runtime.ContainerSpec{
+		Name: "app", Image: f.image("/bin/sleep", "30"), Limits: runtime.Resources{MilliCPU: 100},
+	})
+	quota := func(rel string) string {
+		path, _, ok := f.rt.cg.cpuQuotaFile(rel)
+		if !ok {
+			t.Skip("no cpu controller on this host")
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Fields(string(b))[0]
+	}
+	if got := quota(sandboxCgroup("sb-cpu")); got != "25000" {
+		t.Errorf("sandbox cpu quota after start = %s, want 25000 (0.25 CPU)", got)
+	}
+	if got := quota(containerCgroup("sb-cpu", id)); got != "10000" {
+		t.Errorf("container cpu quota after start = %s, want 10000 (0.1 CPU)", got)
+	}
+	st, err := f.rt.ContainerStatus(context.Background(), id)
+	if err != nil || st.State != runtime.ContainerRunning {
+		t.Errorf("container status = %+v, %v; want running", st, err)
+	}
+}

@@ -130,8 +130,9 @@ func TestBuildSpec(t *testing.T) {
 	if !s.Root.Readonly || s.Hostname != "pod-a" || !s.Process.NoNewPrivileges || s.Process.User.UID != 1000 {
 		t.Errorf("root/hostname/nnp/user wrong: %+v %+v", s.Root, s.Process.User)
 	}
-	if q := *s.Linux.Resources.CPU.Quota; q != 25000 {
-		t.Errorf("cpu quota = %d, want 25000", q)
+	// The quota is written after start (see liftCPUQuota), never by runc.
+	if c := s.Linux.Resources.CPU; c.Quota != nil || *c.Shares != 256 || *c.Period != 100000 {
+		t.Errorf("cpu = %+v, want shares 256, period 100000 and no quota", c)
 	}
 	if m := s.Linux.Resources.Memory; *m.Limit != 64<<20 || *m.Swap != 64<<20 {
 		t.Errorf("memory = %d/%d", *m.Limit, *m.Swap)

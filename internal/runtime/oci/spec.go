@@ -155,8 +155,10 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 		s.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &m, Swap: &m}
 	}
 	if c := in.Limits.MilliCPU; c > 0 {
-		q, p, sh := cpuQuota(c), uint64(cfsPeriod), cpuShares(c)
-		s.Linux.Resources.CPU = &specs.LinuxCPU{Quota: &q, Period: &p, Shares: &sh}
+		// The quota itself is written once the container runs (StartContainer), so runc's own
+		// set-up inside the cgroup is not throttled by it.
+		p, sh := uint64(cfsPeriod), cpuShares(c)
+		s.Linux.Resources.CPU = &specs.LinuxCPU{Period: &p, Shares: &sh}
 	}
 	for _, dst := range slices.Sorted(mapKeys(in.EtcFiles)) {
 		s.Mounts = append(s.Mounts, specs.Mount{
