@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -40,4 +42,28 @@ func SandboxNameForPod(uid types.UID) string { return "p-" + string(uid) }
 // vessel-10-0-1-23 for 10.0.1.23.
 func NodeNameForIP(ip netip.Addr) string {
 	return NodeNamePrefix + strings.ReplaceAll(ip.String(), ".", "-")
+}
+
+// ReadyNodeConditions are the conditions of a Vessel Node whose host agent is alive, as a kubelet
+// posts them: Ready, and no memory, disk or PID pressure (each sandbox has its own). The
+// scheduler creates Nodes with them, as it places pods only on hosts with a live Lease, and host
+// agents renew them. A condition whose status is the same in old keeps its lastTransitionTime.
+func ReadyNodeConditions(now metav1.Time, old []corev1.NodeCondition) []corev1.NodeCondition {
+	type c = corev1.NodeCondition
+	conds := []c{
+		{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", Message: "vessel host agent is posting ready status"},
+		{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientMemory", Message: "sandbox has its own memory"},
+		{Type: corev1.NodeDiskPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasNoDiskPressure", Message: "sandbox has its own disk"},
+		{Type: corev1.NodePIDPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientPID", Message: "sandbox has its own process table"},
+	}
+	for i := range conds {
+		conds[i].LastHeartbeatTime = now
+		conds[i].LastTransitionTime = now
+		for _, o := range old {
+			if o.Type == conds[i].Type && o.Status == conds[i].Status {
+				conds[i].LastTransitionTime = o.LastTransitionTime
+			}
+		}
+	}
+	return conds
 }

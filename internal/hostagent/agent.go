@@ -325,8 +325,8 @@ func (a *Agent) watch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// A new Node is heartbeated at once: until then the node-lifecycle controller sees no Ready
-	// condition.
+	// A new Node gets its Lease at once, and its Ready condition too unless the scheduler created
+	// it Ready a moment ago.
 	_, err = nodeInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
 		if n, ok := obj.(*corev1.Node); ok {
 			go func() {

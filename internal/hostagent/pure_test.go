@@ -346,3 +346,27 @@ func TestNames(t *testing.T) {
 		t.Error("names")
 	}
 }
+
+func TestFreshlyReady(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 10, 0, time.UTC)
+	node := func(status corev1.ConditionStatus, beat time.Time) *corev1.Node {
+		return &corev1.Node{Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+			{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, LastHeartbeatTime: metav1.NewTime(now)},
+			{Type: corev1.NodeReady, Status: status, LastHeartbeatTime: metav1.NewTime(beat)},
+		}}}
+	}
+	for _, tc := range []struct {
+		name string
+		node *corev1.Node
+		want bool
+	}{
+		{"created Ready a moment ago", node(corev1.ConditionTrue, now.Add(-time.Second)), true},
+		{"Ready, heartbeat due", node(corev1.ConditionTrue, now.Add(-6*time.Second)), false},
+		{"not Ready", node(corev1.ConditionFalse, now), false},
+		{"no conditions", &corev1.Node{}, false},
+	} {
+		if got := freshlyReady(tc.node, now, 5*time.Second); got != tc.want {
+			t.Errorf("%s: freshlyReady = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -161,31 +161,28 @@ func (a *Agent) heartbeatNodes(ctx context.Context) error {
 	return nil
 }
 
-// heartbeat sets the node's conditions like a kubelet and renews its Lease in kube-node-lease.
-func (a *Agent) heartbeat(ctx context.Context, n *corev1.Node) error {
-	now := metav1.Now()
-	type c = corev1.NodeCondition
-	conds := []c{
-		{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", Message: "vessel host agent is posting ready status"},
-		{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientMemory", Message: "sandbox has its own memory"},
-		{Type: corev1.NodeDiskPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasNoDiskPressure", Message: "sandbox has its own disk"},
-		{Type: corev1.NodePIDPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientPID", Message: "sandbox has its own process table"},
-	}
-	for i := range conds {
-		conds[i].LastHeartbeatTime = now
-		conds[i].LastTransitionTime = now
-		for _, old := range n.Status.Conditions {
-			if old.Type == conds[i].Type && old.Status == conds[i].Status {
-				conds[i].LastTransitionTime = old.LastTransitionTime
-			}
+// freshlyReady reports whether n already shows Ready with a heartbeat newer than within: a
+// new Node, which the scheduler creates Ready, needs only its Lease.
+func freshlyReady(n *corev1.Node, now time.Time, within time.Duration) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue && now.Sub(c.LastHeartbeatTime.Time) < within
 		}
 	}
-	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": conds}})
-	if err != nil {
-		return err
-	}
-	if _, err := a.kube.CoreV1().Nodes().PatchStatus(ctx, n.Name, patch); err != nil {
-		return err
+	return false
+}
+
+// heartbeat sets the node's conditions like a kubelet and renews its Lease in kube-node-lease.
+func (a *Agent) heartbeat(ctx context.Context, n *corev1.Node) error {
+	if !freshlyReady(n, time.Now(), a.cfg.LeaseInterval/2) {
+		conds := vesselv1.ReadyNodeConditions(metav1.Now(), n.Status.Conditions)
+		patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": conds}})
+		if err != nil {
+			return err
+		}
+		if _, err := a.kube.CoreV1().Nodes().PatchStatus(ctx, n.Name, patch); err != nil {
+			return err
+		}
 	}
 	owner := &metav1.OwnerReference{APIVersion: "v1", Kind: "Node", Name: n.Name, UID: n.UID}
 	return a.renewLease(ctx, NodeLeaseNamespace, n.Name, n.Name, owner)

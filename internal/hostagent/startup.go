@@ -2,6 +2,7 @@ package hostagent
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,8 +43,9 @@ func (a *Agent) MetricsHandler() http.Handler {
 }
 
 // startupClock adds up how long the steps of one sandbox's first start take, until a status
-// reports them. It belongs to the sandbox's worker goroutine.
+// reports them. It belongs to the sandbox's worker; steps may be timed concurrently.
 type startupClock struct {
+	mu    sync.Mutex
 	steps map[string]time.Duration
 	// done: the durations are in the Sandbox's status (or were before this agent started), so
 	// later restarts of containers are not first starts.
@@ -57,6 +59,8 @@ func (c *startupClock) time(step string, f func() error) error {
 	}
 	begin := time.Now()
 	err := f()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.steps == nil {
 		c.steps = map[string]time.Duration{}
 	}
@@ -67,6 +71,8 @@ func (c *startupClock) time(step string, f func() error) error {
 // report returns the steps for Sandbox.status in their order; steps that did not run (no
 // volumes to write) are reported as zero so every first start has the same shape.
 func (c *startupClock) report() []vesselv1.StartupStep {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	out := make([]vesselv1.StartupStep, 0, len(startupSteps))
 	for _, s := range startupSteps {
 		out = append(out, vesselv1.StartupStep{Step: s, Duration: metav1.Duration{Duration: c.steps[s]}})

@@ -335,26 +335,34 @@ func (w *worker) runPod(ctx context.Context, sb *vesselv1.Sandbox, pod *corev1.P
 	if len(sb.Status.Startup) > 0 {
 		w.startup.done = true
 	}
-	var sandboxErr error
-	if err := w.startup.time(vesselv1.StepNetwork, func() error { return w.ensureSandbox(ctx, sb, pod) }); err != nil {
-		sandboxErr = err
-		w.event(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
-		w.log.WarnContext(ctx, "create sandbox", "err", err)
-		next = 5 * time.Second
-	}
-	if sandboxErr == nil && w.vols == nil {
-		var vols map[string]string
-		err := w.startup.time(vesselv1.StepVolumes, func() (err error) {
-			vols, err = (&volumePreparer{kube: a.kube, objs: a.objs, dirs: a.dirs}).prepare(ctx, w.name, pod, sb.Spec.Volumes, facts)
-			return err
+	// The network and the volumes do not depend on each other: on a first start they are
+	// prepared at the same time.
+	var netErr, volErr error
+	var prepared sync.WaitGroup
+	if w.vols == nil {
+		prepared.Go(func() {
+			var vols map[string]string
+			volErr = w.startup.time(vesselv1.StepVolumes, func() (err error) {
+				vols, err = (&volumePreparer{kube: a.kube, objs: a.objs, dirs: a.dirs}).prepare(ctx, w.name, pod, sb.Spec.Volumes, facts)
+				return err
+			})
+			if volErr == nil {
+				w.vols = vols
+			}
 		})
-		if err != nil {
-			sandboxErr = err
-			w.event(pod, corev1.EventTypeWarning, "FailedMount", "MountVolume.SetUp failed: %v", err)
-			next = 5 * time.Second
-		} else {
-			w.vols = vols
-		}
+	}
+	netErr = w.startup.time(vesselv1.StepNetwork, func() error { return w.ensureSandbox(ctx, sb, pod) })
+	prepared.Wait()
+	sandboxErr := errors.Join(netErr, volErr)
+	if netErr != nil {
+		w.event(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", netErr)
+		w.log.WarnContext(ctx, "create sandbox", "err", netErr)
+	}
+	if volErr != nil {
+		w.event(pod, corev1.EventTypeWarning, "FailedMount", "MountVolume.SetUp failed: %v", volErr)
+	}
+	if sandboxErr != nil {
+		next = 5 * time.Second
 	}
 
 	var list []runtime.ContainerStatus

@@ -22,10 +22,11 @@ const (
 	labelOS       = "kubernetes.io/os"
 	labelArch     = "kubernetes.io/arch"
 	labelZone     = "topology.kubernetes.io/zone"
-
-	// reasonNodeStarting is the Ready=False reason of a new Vessel node,
-	// until its host agent reports the sandbox started.
-	reasonNodeStarting = "VesselSandboxStarting"
+	labelBetaOS   = "beta.kubernetes.io/os"
+	labelBetaArch = "beta.kubernetes.io/arch"
+	// annotationNodeTTL is how long kubelets may cache objects; the TTL controller sets it by
+	// cluster size, 0 below 100 nodes, and corrects a larger cluster's nodes itself.
+	annotationNodeTTL = "node.alpha.kubernetes.io/ttl"
 )
 
 // defaultLeaseDuration is how long a Host may go without a Lease after it
@@ -135,8 +136,10 @@ type nodeParams struct {
 // (REFERENCE §4). Its addresses point at the host agent's kubelet API: the
 // InternalIP and the Hostname address are both the Host's address, because
 // the apiserver and metrics-server try the Hostname address first by default
-// and a per-pod name would not resolve. The Ready condition is False until
-// the host agent, which owns the node's heartbeat, reports the sandbox up.
+// and a per-pod name would not resolve. It is created Ready and with what
+// kube-controller-manager would otherwise patch in at once (the beta os/arch
+// labels a kubelet also sets, the TTL annotation), so a new node costs one
+// write, not four.
 func buildNode(sb *vesselv1.Sandbox, p nodeParams) (*corev1.Node, error) {
 	ip, err := netip.ParseAddr(sb.Spec.Network.IP)
 	if err != nil {
@@ -148,6 +151,8 @@ func buildNode(sb *vesselv1.Sandbox, p nodeParams) (*corev1.Node, error) {
 		labelHostname:             name,
 		labelOS:                   "linux",
 		labelArch:                 "amd64",
+		labelBetaOS:               "linux",
+		labelBetaArch:             "amd64",
 	}
 	setLabel(labels, vesselv1.LabelProfile, p.profile)
 	setLabel(labels, labelZone, p.zone)
@@ -172,7 +177,7 @@ func buildNode(sb *vesselv1.Sandbox, p nodeParams) (*corev1.Node, error) {
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        name,
 			Labels:      labels,
-			Annotations: map[string]string{vesselv1.AnnotationSandbox: sb.Name},
+			Annotations: map[string]string{vesselv1.AnnotationSandbox: sb.Name, annotationNodeTTL: "0"},
 		},
 		Spec: corev1.NodeSpec{
 			Taints: []corev1.Taint{{Key: vesselv1.LabelComputeType, Value: vesselv1.ComputeTypeVessel, Effect: corev1.TaintEffectNoSchedule}},
@@ -191,14 +196,8 @@ func buildNode(sb *vesselv1.Sandbox, p nodeParams) (*corev1.Node, error) {
 				ContainerRuntimeVersion: "vessel-" + string(isolation),
 				KubeletVersion:          p.kubeletVersion,
 			},
-			Conditions: []corev1.NodeCondition{{
-				Type:               corev1.NodeReady,
-				Status:             corev1.ConditionFalse,
-				Reason:             reasonNodeStarting,
-				Message:            "host " + p.host.Name + " has not started the sandbox yet",
-				LastHeartbeatTime:  now,
-				LastTransitionTime: now,
-			}},
+			// Ready from the start: the host's Lease is alive (see docs/decisions/scheduler.md).
+			Conditions: vesselv1.ReadyNodeConditions(now, nil),
 		},
 	}, nil
 }

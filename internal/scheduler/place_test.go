@@ -197,4 +197,12 @@ func TestBuildSandboxAndNode(t *testing.T) {
 	if node.Status.NodeInfo.ContainerRuntimeVersion != "vessel-oci" || node.Annotations[vesselv1.AnnotationSandbox] != "p-1234" {
 		t.Errorf("nodeInfo = %+v annotations %v", node.Status.NodeInfo, node.Annotations)
 	}
+	// Created Ready, so the node-lifecycle controller has no not-ready taints to add and remove.
+	ready := false
+	for _, c := range node.Status.Conditions {
+		ready = ready || c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && !c.LastHeartbeatTime.IsZero()
+	}
+	if !ready {
+		t.Errorf("conditions = %+v, want Ready with a heartbeat time", node.Status.Conditions)
+	}
 }
