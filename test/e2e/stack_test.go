@@ -30,6 +30,7 @@ import (
 
 	vesselv1 "github.com/vessel-dev/vessel/api/v1"
 	"github.com/vessel-dev/vessel/internal/controller"
+	"github.com/vessel-dev/vessel/internal/network"
 	"github.com/vessel-dev/vessel/internal/testenv"
 )
 
@@ -59,6 +60,13 @@ func startStack(t testing.TB) *stack {
 			_ = s.up.cmd.Process.Kill()
 		}
 		forceCleanHost(dir)
+		// The default Subnet's bridge and NAT rule outlive vessel up on purpose (the Subnet does);
+		// the stack's Subnet goes with its data directory.
+		if nets, err := network.New(network.Config{NetnsDir: filepath.Join(dir, "run", "netns")}); err == nil {
+			if err := nets.RemoveSubnet(context.Background(), "default"); err != nil {
+				t.Errorf("remove the default subnet's bridge: %v", err)
+			}
+		}
 	})
 	if s.up, err = launchUp(t, s.args...); err != nil {
 		t.Fatal(err)
