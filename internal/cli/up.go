@@ -34,11 +34,15 @@ and survives restarts. Stop with Ctrl-C or SIGTERM.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			log := slog.Default()
-			// Kubernetes' caches make most of the heap and barely change when idle; collecting
-			// at 50% growth instead of 100% keeps idle RSS near 370 MiB instead of 460 MiB for
-			// little CPU. GOGC in the environment still wins.
-			if os.Getenv("GOGC") == "" {
-				debug.SetGCPercent(50)
+			// Start-up is CPU-bound on small machines and allocates a lot of short-lived garbage
+			// (OpenAPI specs above all), so it runs at Go's default 100% heap growth; once ready,
+			// Kubernetes' caches make most of the heap and barely change, so collecting at 50% and
+			// handing the start-up garbage back to the OS at once keeps idle RSS low (~320 MiB,
+			// against ~340 MiB at 50% throughout and ~460 MiB at 100%), and /readyz came ~0.1-0.2 s
+			// sooner. GOGC in the environment still wins.
+			tuneGC := os.Getenv("GOGC") == ""
+			if tuneGC {
+				debug.SetGCPercent(100)
 			}
 			cfg.Logger = log
 			cfg.DefaultProfile = !noDefaultProfile
@@ -53,6 +57,10 @@ and survives restarts. Stop with Ctrl-C or SIGTERM.`,
 			}
 			select {
 			case <-cp.Ready():
+				if tuneGC {
+					debug.SetGCPercent(50)
+					go debug.FreeOSMemory()
+				}
 				log.Info("vessel ready", "elapsed", time.Since(start).Round(time.Millisecond), "dataDir", cfg.ControlPlane.DataDir)
 				if addr := cp.RegistryAddr(); addr != "" {
 					fmt.Fprintf(cmd.OutOrStdout(), "Local registry: %s (push images there, e.g. vessel image import FILE)\n", addr)

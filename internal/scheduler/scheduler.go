@@ -80,6 +80,10 @@ type Scheduler struct {
 
 	backoffMu sync.Mutex
 	attempts  map[types.NamespacedName]int
+
+	// subnetWritten is when each Subnet's status was last written; only the subnets
+	// reconciler, which has one worker, uses it.
+	subnetWritten map[string]time.Time
 }
 
 // New prepares a Scheduler; nothing talks to the cluster before Run.
@@ -149,6 +153,8 @@ func New(cfg Config) (*Scheduler, error) {
 		state:     newState(log),
 		ready:     make(chan struct{}),
 		attempts:  map[types.NamespacedName]int{},
+
+		subnetWritten: map[string]time.Time{},
 	}
 	if err := mgr.Add(manager.RunnableFunc(s.rebuild)); err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -10,6 +11,12 @@ import (
 	vesselv1 "github.com/vessel-dev/vessel/api/v1"
 	"github.com/vessel-dev/vessel/internal/ipam"
 )
+
+// subnetStatusInterval is the least time between two writes of one Subnet's
+// status. A burst of pods changes the counts once per Sandbox; writing each
+// change cost the apiserver a write per pod for a number nobody reads that
+// often. The last count is always written, at most this much later.
+const subnetStatusInterval = time.Second
 
 // reconcileSubnet keeps a Subnet's status.allocated and status.available in
 // step with the Sandboxes holding its addresses (counted from the cache,
@@ -40,10 +47,14 @@ func (s *Scheduler) reconcileSubnet(ctx context.Context, req reconcile.Request) 
 	if sub.Status.Allocated == int32(allocated) && sub.Status.Available == int32(available) {
 		return reconcile.Result{}, nil
 	}
+	if wait := subnetStatusInterval - time.Since(s.subnetWritten[sub.Name]); wait > 0 {
+		return reconcile.Result{RequeueAfter: wait}, nil
+	}
 	patch := client.MergeFrom(sub.DeepCopy())
 	sub.Status.Allocated, sub.Status.Available = int32(allocated), int32(available)
 	if err := s.client.Status().Patch(ctx, sub, patch); err != nil && !apierrors.IsNotFound(err) {
 		return reconcile.Result{}, err
 	}
+	s.subnetWritten[sub.Name] = time.Now()
 	return reconcile.Result{}, nil
 }
