@@ -257,10 +257,18 @@ func TestVesselUpRunsPods(t *testing.T) {
 
 	t.Run("host agent reports each start step, in the Sandbox and on the node's /metrics", func(t *testing.T) {
 		p := pods[0]
+		// The agent writes the Sandbox's status just after the pod's, and observes the histogram
+		// once that write has landed.
 		var sb vesselv1.Sandbox
-		if err := s.ctrl.Get(ctx, client.ObjectKey{Namespace: vesselv1.SystemNamespace, Name: vesselv1.SandboxNameForPod(p.UID)}, &sb); err != nil {
-			t.Fatal(err)
-		}
+		testenv.Eventually(t, 20*time.Second, "start steps in the Sandbox's status", func(ctx context.Context) error {
+			if err := s.ctrl.Get(ctx, client.ObjectKey{Namespace: vesselv1.SystemNamespace, Name: vesselv1.SandboxNameForPod(p.UID)}, &sb); err != nil {
+				return err
+			}
+			if len(sb.Status.Startup) == 0 {
+				return fmt.Errorf("no status.startup yet")
+			}
+			return nil
+		})
 		var steps []string
 		for _, st := range sb.Status.Startup {
 			steps = append(steps, st.Step)
@@ -273,19 +281,22 @@ func TestVesselUpRunsPods(t *testing.T) {
 		if !slices.Equal(steps, want) {
 			t.Errorf("startup steps %v, want %v", steps, want)
 		}
-		raw, err := s.cs.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", p.Spec.NodeName, "proxy/metrics").DoRaw(ctx)
-		if err != nil {
-			t.Fatalf("node metrics: %v: %s", err, raw)
-		}
 		// Three pods started on this host so far (the restart subtest comes later).
 		re := regexp.MustCompile(`(?m)^vessel_sandbox_start_step_duration_seconds_count\{step="containerStart"\} (\d+)$`)
-		m := re.FindSubmatch(raw)
-		if m == nil {
-			t.Fatalf("no containerStart histogram in the node's /metrics:\n%s", raw)
-		}
-		if n, _ := strconv.Atoi(string(m[1])); n < 3 {
-			t.Errorf("containerStart observed %d times, want at least 3", n)
-		}
+		testenv.Eventually(t, 20*time.Second, "containerStart histogram on the node's /metrics", func(ctx context.Context) error {
+			raw, err := s.cs.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", p.Spec.NodeName, "proxy/metrics").DoRaw(ctx)
+			if err != nil {
+				return fmt.Errorf("node metrics: %w: %s", err, raw)
+			}
+			m := re.FindSubmatch(raw)
+			if m == nil {
+				return fmt.Errorf("no containerStart histogram in:\n%s", raw)
+			}
+			if n, _ := strconv.Atoi(string(m[1])); n < 3 {
+				return fmt.Errorf("containerStart observed %d times, want at least 3", n)
+			}
+			return nil
+		})
 	})
 
 	t.Run("size annotation and sandbox limits follow the size table", func(t *testing.T) {
