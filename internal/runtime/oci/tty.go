@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +30,9 @@ import (
 
 // ttyDrain bounds how long output is read after runc exited.
 const ttyDrain = 2 * time.Second
+
+// pidFileWait bounds how long a cancelled TTY exec waits for runc's pid file.
+const pidFileWait = 2 * time.Second
 
 // openPty returns a new pseudo-terminal pair with the slave in raw mode
 // (runc sets it raw too, but only once it runs). The master is
@@ -174,13 +176,20 @@ func setWinsize(master *os.File, size runtime.TerminalSize) {
 
 // killExec kills the exec'd process, whose pid runc wrote to pidFile: an
 // interactive shell ignores SIGTERM, so it gets SIGKILL directly and runc
-// then exits with it. Before the pid is known runc gets SIGTERM (which it
-// forwards), then SIGKILL after a grace period.
+// then exits with it. runc writes the pid file just after the process starts,
+// so a cancel that comes right after the process's first output waits a
+// moment for it (on a loaded machine the shell printed before the file was
+// there, and a SIGTERM-ignoring shell outlived the cancel). Without a pid
+// file at all runc gets SIGTERM (which it forwards), then SIGKILL after a
+// grace period.
 func killExec(cmd *exec.Cmd, pidFile string) {
-	if b, err := os.ReadFile(pidFile); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+	for deadline := time.Now().Add(pidFileWait); ; time.Sleep(10 * time.Millisecond) {
+		if pid := readPid(pidFile); pid > 0 {
 			unix.Kill(pid, unix.SIGKILL)
 			return
+		}
+		if time.Now().After(deadline) {
+			break
 		}
 	}
 	cmd.Process.Signal(unix.SIGTERM)
