@@ -120,7 +120,7 @@ func newAPIServer(ctx context.Context, p datadir.Paths, cfg Config, l net.Listen
 		go func() {
 			start := time.Now()
 			defer func() { cfg.Logger.Debug("primed the bootstrap RBAC policy", "elapsed", time.Since(start)) }()
-			if err := primeBootstrapPolicy(hc, client, cfg.Logger); err != nil {
+			if err := primeBootstrapPolicy(hc, client); err != nil {
 				cfg.Logger.Debug("priming the bootstrap RBAC policy did not finish; kube-apiserver's own hook completes it", "err", err)
 			}
 		}()

@@ -3,9 +3,8 @@ package controlplane
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"sync"
 
+	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -30,7 +29,7 @@ const primeWorkers = 4
 // It uses the same policy and the same idempotent reconciliation as upstream, so racing the hook
 // is harmless, and the upstream hook stays the one that decides readiness. On a data directory
 // that already has the policy it returns after one read.
-func primeBootstrapPolicy(ctx context.Context, client kubernetes.Interface, log *slog.Logger) error {
+func primeBootstrapPolicy(ctx context.Context, client kubernetes.Interface) error {
 	if _, err := client.RbacV1().ClusterRoles().Get(ctx, "cluster-admin", metav1.GetOptions{}); err == nil {
 		return nil
 	} else if !apierrors.IsNotFound(err) {
@@ -53,20 +52,11 @@ func primeBootstrapPolicy(ctx context.Context, client kubernetes.Interface, log 
 		}
 		jobs = append(jobs, func() error { _, err := opts.Run(); return wrapPrime(err, "clusterrolebinding", "", b.Name) })
 	}
-	// Namespaced roles go in kube-system and kube-public; their modifiers create the namespace
-	// first, so one namespace's objects are written in order by a single job to avoid racing
-	// that creation with itself.
-	roles, bindings := bootstrappolicy.NamespaceRoles(), bootstrappolicy.NamespaceRoleBindings()
-	namespaces := map[string]bool{}
-	for ns := range roles {
-		namespaces[ns] = true
-	}
-	for ns := range bindings {
-		namespaces[ns] = true
-	}
-	for ns := range namespaces {
-		jobs = append(jobs, func() error {
-			for _, r := range roles[ns] {
+	// Namespaced roles and bindings (a handful, in kube-system and kube-public) are written in
+	// order by one job: their modifiers create the namespace first, which must not race itself.
+	jobs = append(jobs, func() error {
+		for ns, roles := range bootstrappolicy.NamespaceRoles() {
+			for _, r := range roles {
 				opts := reconciliation.ReconcileRoleOptions{
 					Role:    reconciliation.RoleRuleOwner{Role: &r},
 					Client:  reconciliation.RoleModifier{Client: client.RbacV1(), NamespaceClient: client.CoreV1().Namespaces()},
@@ -76,7 +66,9 @@ func primeBootstrapPolicy(ctx context.Context, client kubernetes.Interface, log 
 					return wrapPrime(err, "role", ns, r.Name)
 				}
 			}
-			for _, b := range bindings[ns] {
+		}
+		for ns, bindings := range bootstrappolicy.NamespaceRoleBindings() {
+			for _, b := range bindings {
 				opts := reconciliation.ReconcileRoleBindingOptions{
 					RoleBinding: reconciliation.RoleBindingAdapter{RoleBinding: &b},
 					Client:      reconciliation.RoleBindingClientAdapter{Client: client.RbacV1(), NamespaceClient: client.CoreV1().Namespaces()},
@@ -86,47 +78,18 @@ func primeBootstrapPolicy(ctx context.Context, client kubernetes.Interface, log 
 					return wrapPrime(err, "rolebinding", ns, b.Name)
 				}
 			}
-			return nil
-		})
-	}
-	return runJobs(ctx, jobs, primeWorkers, log)
-}
-
-// runJobs runs jobs on n workers until they are done or ctx ends. A failed job is logged and the
-// rest go on (upstream's hook retries anything left); the first error is returned.
-func runJobs(ctx context.Context, jobs []func() error, n int, log *slog.Logger) error {
-	ch := make(chan func() error)
-	var (
-		wg    sync.WaitGroup
-		once  sync.Once
-		first error
-	)
-	for range n {
-		wg.Go(func() {
-			for job := range ch {
-				if err := job(); err != nil {
-					log.Debug("priming bootstrap RBAC policy", "err", err)
-					once.Do(func() { first = err })
-				}
-			}
-		})
-	}
-	var err error
-feed:
-	for _, job := range jobs {
-		select {
-		case ch <- job:
-		case <-ctx.Done():
-			err = ctx.Err()
-			break feed
 		}
+		return nil
+	})
+	// Every job runs even when one fails (upstream's hook retries what is left); Wait returns
+	// the first error. The reconciliation's requests carry no context: a stopping server ends
+	// them.
+	var g errgroup.Group
+	g.SetLimit(primeWorkers)
+	for _, job := range jobs {
+		g.Go(job)
 	}
-	close(ch)
-	wg.Wait()
-	if err != nil {
-		return err
-	}
-	return first
+	return g.Wait()
 }
 
 func wrapPrime(err error, kind, ns, name string) error {

@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,7 +15,7 @@ import (
 func TestPrimeBootstrapPolicyWritesTheUpstreamPolicyOnce(t *testing.T) {
 	ctx := context.Background()
 	client := fake.NewClientset()
-	if err := primeBootstrapPolicy(ctx, client, slog.Default()); err != nil {
+	if err := primeBootstrapPolicy(ctx, client); err != nil {
 		t.Fatalf("prime: %v", err)
 	}
 	for _, r := range append(bootstrappolicy.ClusterRoles(), bootstrappolicy.ControllerRoles()...) {
@@ -51,7 +50,7 @@ func TestPrimeBootstrapPolicyWritesTheUpstreamPolicyOnce(t *testing.T) {
 
 	// A data directory that has the policy costs one read.
 	client.ClearActions()
-	if err := primeBootstrapPolicy(ctx, client, slog.Default()); err != nil {
+	if err := primeBootstrapPolicy(ctx, client); err != nil {
 		t.Fatalf("prime again: %v", err)
 	}
 	if a := client.Actions(); len(a) != 1 || a[0].GetVerb() != "get" {

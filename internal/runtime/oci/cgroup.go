@@ -109,17 +109,17 @@ func (c *cgroups) setSandboxLimits(sandboxID string, r runtime.Resources) error 
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("sandbox %s cgroup: %w", sandboxID, err)
 		}
-		mem, cpu := "max", "max 100000"
+		mem := "max"
 		if r.MemoryBytes > 0 {
 			mem = strconv.FormatInt(r.MemoryBytes, 10)
 		}
-		if r.MilliCPU > 0 {
-			cpu = fmt.Sprintf("%d %d", cpuQuota(r.MilliCPU), cfsPeriod)
-		}
-		for _, kv := range [][2]string{{"memory.max", mem}, {"memory.swap.max", "0"}, {"cpu.max", cpu}} {
+		for _, kv := range [][2]string{{"memory.max", mem}, {"memory.swap.max", "0"}} {
 			if err := writeCgroupFile(dir, kv[0], kv[1]); err != nil {
 				return fmt.Errorf("sandbox %s cgroup: %w", sandboxID, err)
 			}
+		}
+		if err := c.setCPUQuota(rel, sandboxQuota(r)); err != nil {
+			return fmt.Errorf("sandbox %s cgroup: %w", sandboxID, err)
 		}
 		return nil
 	}
@@ -161,14 +161,10 @@ func (c *cgroups) setSandboxLimits(sandboxID string, r runtime.Resources) error 
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("sandbox %s cpu cgroup: %w", sandboxID, err)
 		}
-		quota := "-1"
-		if r.MilliCPU > 0 {
-			quota = strconv.FormatInt(cpuQuota(r.MilliCPU), 10)
-		}
 		if err := writeCgroupFile(dir, "cpu.cfs_period_us", strconv.Itoa(cfsPeriod)); err != nil {
 			return fmt.Errorf("sandbox %s cpu limit: %w", sandboxID, err)
 		}
-		if err := writeCgroupFile(dir, "cpu.cfs_quota_us", quota); err != nil {
+		if err := c.setCPUQuota(rel, sandboxQuota(r)); err != nil {
 			return fmt.Errorf("sandbox %s cpu limit: %w", sandboxID, err)
 		}
 	}
@@ -184,15 +180,25 @@ func (c *cgroups) cpuQuotaFile(rel string) (path, unlimited string, ok bool) {
 	return filepath.Join(mp, rel, "cpu.cfs_quota_us"), "-1", ok
 }
 
-// setCPUQuota sets the CFS quota (µs per cfsPeriod) of the cgroup at rel.
+// sandboxQuota is the CFS quota of a sandbox of size r; 0 for none.
+func sandboxQuota(r runtime.Resources) int64 {
+	if r.MilliCPU <= 0 {
+		return 0
+	}
+	return cpuQuota(r.MilliCPU)
+}
+
+// setCPUQuota sets the CFS quota (µs per cfsPeriod) of the cgroup at rel; 0 removes it.
 func (c *cgroups) setCPUQuota(rel string, quota int64) error {
-	path, _, ok := c.cpuQuotaFile(rel)
+	path, v, ok := c.cpuQuotaFile(rel)
 	if !ok {
 		return nil
 	}
-	v := strconv.FormatInt(quota, 10)
-	if c.unified {
-		v += " " + strconv.Itoa(cfsPeriod)
+	if quota > 0 {
+		v = strconv.FormatInt(quota, 10)
+		if c.unified {
+			v += " " + strconv.Itoa(cfsPeriod)
+		}
 	}
 	return writeCgroupFile(filepath.Dir(path), filepath.Base(path), v)
 }
